@@ -4,6 +4,7 @@
 //! The binary in `main.rs` is a thin shell over [`run`]; tests drive the same code through
 //! [`start`], which returns a handle with the bound addresses.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http1;
@@ -16,3 +17,4 @@ pub mod timefmt;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub use app::{run, AppError};
