@@ -39,3 +39,22 @@ pub struct IssuedToken {
 pub trait TokenSource: Send + Sync + 'static {
     fn request_token(&self, audience: &str) -> Result<IssuedToken, crate::kube::KubeError>;
 }
+
+/// Placeholder until the real cache lands.
+pub struct TokenCache {
+    source: Arc<dyn TokenSource>,
+}
+
+impl TokenCache {
+    pub fn new(source: Arc<dyn TokenSource>) -> TokenCache {
+        TokenCache { source }
+    }
+
+    pub async fn get(&self, audience: &str) -> Result<Token, crate::kube::KubeError> {
+        let source = self.source.clone();
+        let audience = audience.to_string();
+        async_std::task::spawn_blocking(move || source.request_token(&audience))
+            .await
+            .map(|t| t.token)
+    }
+}
