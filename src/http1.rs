@@ -201,8 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BufIo<S> {
         idle: Duration,
         head_time: Duration,
     ) -> Result<RequestHead, HeadError> {
-        self.read_head(idle, head_time, true, parse_request)
-            .await
+        self.read_head(idle, head_time, true, parse_request).await
     }
 
     /// Reads a response head, which must begin within `wait` and be complete by then too.
@@ -229,7 +228,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BufIo<S> {
                 }
             }
             if !self.head_buf.is_empty() {
-                self.head_buf.extend_from_slice(&self.buf[self.start..self.end]);
+                self.head_buf
+                    .extend_from_slice(&self.buf[self.start..self.end]);
                 self.start = self.end;
             }
 
@@ -267,7 +267,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BufIo<S> {
 
             let started = !pending.is_empty();
             if self.head_buf.is_empty() && self.end - self.start == self.buf.len() {
-                self.head_buf.extend_from_slice(&self.buf[self.start..self.end]);
+                self.head_buf
+                    .extend_from_slice(&self.buf[self.start..self.end]);
                 self.start = self.end;
             }
             if self.start == self.end {
@@ -279,9 +280,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BufIo<S> {
                 self.start = 0;
             }
 
-            let deadline_at = *deadline.get_or_insert_with(|| {
-                Instant::now() + if started { head_time } else { idle }
-            });
+            let deadline_at = *deadline
+                .get_or_insert_with(|| Instant::now() + if started { head_time } else { idle });
             let wait = deadline_at.saturating_duration_since(Instant::now());
             let end = self.end;
             let read = timeout(wait, self.stream.read(&mut self.buf[end..])).await;
@@ -401,7 +401,9 @@ pub fn parse_response(bytes: &[u8]) -> Result<Option<(ResponseHead, usize)>, Hea
     // httparse keeps the reason as text; take the raw bytes after the status code instead, so
     // a reason with obs-text survives.
     let line_end = bytes.iter().position(|&b| b == b'\n').unwrap_or(0);
-    let line = bytes[..line_end].strip_suffix(b"\r").unwrap_or(&bytes[..line_end]);
+    let line = bytes[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&bytes[..line_end]);
     let reason = line.get(13..).unwrap_or_default().to_vec();
     let head = ResponseHead {
         minor_version: resp.version.unwrap_or(1),
@@ -719,7 +721,11 @@ async fn read_line<R: AsyncRead + AsyncWrite + Unpin>(
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    let size = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    let size = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
     if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
         return Err(BodyError::MalformedChunk("invalid chunk size"));
     }
@@ -858,11 +864,15 @@ mod tests {
 
     #[test]
     fn pipelined_heads_and_trailing_bytes_survive() {
-        let wire = b"\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\nGET http://b/x HTTP/1.0\r\n\r\nrest";
+        let wire =
+            b"\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\nGET http://b/x HTTP/1.0\r\n\r\nrest";
         let mut io = BufIo::new(Duplex::new(wire));
         block_on(async {
             let one = io.read_request_head(T, T).await.unwrap();
-            assert_eq!((one.method.as_str(), one.target.as_str()), ("GET", "http://a/"));
+            assert_eq!(
+                (one.method.as_str(), one.target.as_str()),
+                ("GET", "http://a/")
+            );
             assert_eq!(one.minor_version, 1);
             let two = io.read_request_head(T, T).await.unwrap();
             assert_eq!(two.target, "http://b/x");
@@ -941,19 +951,46 @@ mod tests {
     #[test]
     fn response_framing_follows_rfc_9112() {
         let cl = [("Content-Length", "5")];
-        assert_eq!(response_body_kind("HEAD", &response(200, &cl)), Ok(BodyKind::None));
-        assert_eq!(response_body_kind("GET", &response(304, &cl)), Ok(BodyKind::None));
-        assert_eq!(response_body_kind("GET", &response(204, &cl)), Ok(BodyKind::None));
-        assert_eq!(response_body_kind("GET", &response(200, &cl)), Ok(BodyKind::Length(5)));
-        assert_eq!(response_body_kind("GET", &response(200, &[])), Ok(BodyKind::UntilClose));
-        let te = [("Transfer-Encoding", "gzip, chunked"), ("Content-Length", "5")];
-        assert_eq!(response_body_kind("GET", &response(200, &te)), Ok(BodyKind::Chunked));
+        assert_eq!(
+            response_body_kind("HEAD", &response(200, &cl)),
+            Ok(BodyKind::None)
+        );
+        assert_eq!(
+            response_body_kind("GET", &response(304, &cl)),
+            Ok(BodyKind::None)
+        );
+        assert_eq!(
+            response_body_kind("GET", &response(204, &cl)),
+            Ok(BodyKind::None)
+        );
+        assert_eq!(
+            response_body_kind("GET", &response(200, &cl)),
+            Ok(BodyKind::Length(5))
+        );
+        assert_eq!(
+            response_body_kind("GET", &response(200, &[])),
+            Ok(BodyKind::UntilClose)
+        );
+        let te = [
+            ("Transfer-Encoding", "gzip, chunked"),
+            ("Content-Length", "5"),
+        ];
+        assert_eq!(
+            response_body_kind("GET", &response(200, &te)),
+            Ok(BodyKind::Chunked)
+        );
         let te = [("Transfer-Encoding", "gzip")];
-        assert_eq!(response_body_kind("GET", &response(200, &te)), Ok(BodyKind::UntilClose));
+        assert_eq!(
+            response_body_kind("GET", &response(200, &te)),
+            Ok(BodyKind::UntilClose)
+        );
         let bad = [("Content-Length", "5, 6")];
         assert!(response_body_kind("GET", &response(200, &bad)).is_err());
         let same = [("Content-Length", "5"), ("content-length", "5")];
-        assert_eq!(response_body_kind("GET", &response(200, &same)), Ok(BodyKind::Length(5)));
+        assert_eq!(
+            response_body_kind("GET", &response(200, &same)),
+            Ok(BodyKind::Length(5))
+        );
     }
 
     fn request(headers: &[(&str, &str)]) -> RequestHead {
@@ -980,7 +1017,10 @@ mod tests {
             Err(FramingError::UnsupportedTransferEncoding)
         );
         let r = request(&[("Content-Length", "+3")]);
-        assert_eq!(request_body_kind(&r), Err(FramingError::InvalidContentLength));
+        assert_eq!(
+            request_body_kind(&r),
+            Err(FramingError::InvalidContentLength)
+        );
     }
 
     fn copy(wire: &[u8], kind: BodyKind, out: OutFraming) -> (Result<u64, BodyError>, Vec<u8>) {
@@ -1036,6 +1076,9 @@ mod tests {
             encode_request_head("GET", "/p?q", &h),
             b"GET /p?q HTTP/1.1\r\nHost: a\r\nX: \xff\r\n\r\n"
         );
-        assert_eq!(encode_response_head(200, b"OK", &[]), b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(
+            encode_response_head(200, b"OK", &[]),
+            b"HTTP/1.1 200 OK\r\n\r\n"
+        );
     }
 }

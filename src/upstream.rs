@@ -90,7 +90,11 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamError::Connect { target, source } => write!(f, "connect to {target}: {source}"),
             UpstreamError::ConnectTimeout { target, after } => {
-                write!(f, "connect to {target}: timed out after {}s", after.as_secs_f32())
+                write!(
+                    f,
+                    "connect to {target}: timed out after {}s",
+                    after.as_secs_f32()
+                )
             }
             UpstreamError::ServerName { target } => {
                 write!(f, "{target}: not a valid TLS server name")
@@ -134,7 +138,11 @@ impl AsyncRead for UpstreamIo {
 }
 
 impl AsyncWrite for UpstreamIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -207,7 +215,10 @@ impl Upstream {
 
     /// Registers a listener address of this proxy, so requests to it are refused.
     pub fn add_own_addr(&self, addr: SocketAddr) {
-        self.own_addrs.lock().expect("own_addrs poisoned").push(addr);
+        self.own_addrs
+            .lock()
+            .expect("own_addrs poisoned")
+            .push(addr);
     }
 
     /// An idle pooled connection to `target`, or a new one.
@@ -330,8 +341,9 @@ impl Upstream {
         let Some(connector) = &self.tls else {
             return Err(UpstreamError::NoTls { target: name });
         };
-        let server_name = server_name(&target.host)
-            .ok_or_else(|| UpstreamError::ServerName { target: name.clone() })?;
+        let server_name = server_name(&target.host).ok_or_else(|| UpstreamError::ServerName {
+            target: name.clone(),
+        })?;
         let tls = connector
             .connect(server_name, tcp)
             .await
@@ -369,15 +381,30 @@ mod tests {
 
     #[test]
     fn targets_display_with_brackets_for_ipv6() {
-        assert_eq!(Target::new(false, "[FD00::1]", 80).to_string(), "[fd00::1]:80");
-        assert_eq!(Target::new(true, "Example.COM", 443).to_string(), "example.com:443");
+        assert_eq!(
+            Target::new(false, "[FD00::1]", 80).to_string(),
+            "[fd00::1]:80"
+        );
+        assert_eq!(
+            Target::new(true, "Example.COM", 443).to_string(),
+            "example.com:443"
+        );
     }
 
     #[test]
     fn server_names_accept_ips_and_names() {
-        assert!(matches!(server_name("10.0.0.1"), Some(ServerName::IpAddress(_))));
-        assert!(matches!(server_name("[::1]"), Some(ServerName::IpAddress(_))));
-        assert!(matches!(server_name("svc.ns.svc"), Some(ServerName::DnsName(_))));
+        assert!(matches!(
+            server_name("10.0.0.1"),
+            Some(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name("[::1]"),
+            Some(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name("svc.ns.svc"),
+            Some(ServerName::DnsName(_))
+        ));
         assert!(server_name("bad name").is_none());
     }
 

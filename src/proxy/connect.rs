@@ -3,8 +3,8 @@
 //! same path as plain HTTP. The connection to the real target is made per request, with TLS,
 //! by the upstream pool.
 //!
-//! Note: tunnels are only ever intercepted. A client that wants an opaque tunnel (raw TCP, or
-//! TLS it does not let us terminate) cannot use this proxy for that destination.
+//! Note: tunnels are always opened up. A client that wants an opaque tunnel (raw TCP other
+//! than HTTP, or TLS it does not let us terminate) cannot use this proxy for that destination.
 
 use std::io;
 use std::net::SocketAddr;
@@ -70,27 +70,69 @@ pub(super) async fn handle(
         return;
     }
 
+    // Some clients (ureq, for one) tunnel plain HTTP through CONNECT too. A TLS session
+    // starts with a handshake record (content type 22); anything else is served as plain
+    // HTTP inside the tunnel, to a plain-HTTP target.
+    let first = match timeout(ctx.timeouts.client_head, client.fill_buf()).await {
+        Ok(Ok([])) | Ok(Err(_)) => return,
+        Ok(Ok(bytes)) => bytes[0],
+        Err(_) => {
+            debug!(
+                "tunnel idle before its first byte peer={peer} target={}",
+                tunnel.target
+            );
+            return;
+        }
+    };
+    if first != TLS_HANDSHAKE_RECORD {
+        let tunnel = Tunnel {
+            target: Target::new(false, host, port),
+            ..tunnel
+        };
+        debug!("plain-HTTP tunnel peer={peer} target={}", tunnel.target);
+        Box::pin(serve_connection(ctx, client, peer, Some(&tunnel))).await;
+        return;
+    }
+
     // Bytes the client sent right behind the CONNECT head are the start of its handshake.
     let (stream, early) = client.into_parts();
     let stream = Rewind::new(early, stream);
-    let tls = match timeout(ctx.timeouts.client_head, accept_tls(stream, &interception, &tunnel))
-        .await
+    let tls = match timeout(
+        ctx.timeouts.client_head,
+        accept_tls(stream, &interception, &tunnel),
+    )
+    .await
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            debug!("tunnel handshake failed peer={peer} target={} error=\"{e}\"", tunnel.target);
+            debug!(
+                "tunnel handshake failed peer={peer} target={} error=\"{e}\"",
+                tunnel.target
+            );
             return;
         }
         Err(_) => {
-            debug!("tunnel handshake timed out peer={peer} target={}", tunnel.target);
+            debug!(
+                "tunnel handshake timed out peer={peer} target={}",
+                tunnel.target
+            );
             return;
         }
     };
     debug!("tunnel established peer={peer} target={}", tunnel.target);
     let inner: Box<dyn Io> = Box::new(tls);
-    // Boxed because serving the tunnel may, in principle, come back here.
-    Box::pin(serve_connection(ctx, BufIo::new(inner), peer, Some(&tunnel))).await;
+    // Boxed: this future is part of `serve_connection`'s own.
+    Box::pin(serve_connection(
+        ctx,
+        BufIo::new(inner),
+        peer,
+        Some(&tunnel),
+    ))
+    .await;
 }
+
+/// The first byte of a TLS connection: a handshake record (RFC 8446 §5.1).
+const TLS_HANDSHAKE_RECORD: u8 = 22;
 
 async fn accept_tls(
     stream: Rewind<Box<dyn Io>>,
@@ -149,7 +191,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

@@ -42,7 +42,8 @@ pub(crate) async fn forward(
     tunnel: Option<&Tunnel>,
 ) -> Next {
     let started = Instant::now();
-    let client_wants_close = head.minor_version == 0 || has_token(&head.headers, "connection", "close");
+    let client_wants_close =
+        head.minor_version == 0 || has_token(&head.headers, "connection", "close");
 
     let prepared = match prepare(ctx, &head, tunnel) {
         Ok(p) => p,
@@ -63,7 +64,15 @@ pub(crate) async fn forward(
         },
     };
 
-    let outcome = exchange(ctx, client, &head, &prepared, token.as_ref(), client_wants_close).await;
+    let outcome = exchange(
+        ctx,
+        client,
+        &head,
+        &prepared,
+        token.as_ref(),
+        client_wants_close,
+    )
+    .await;
     let (status, next) = match outcome {
         Ok((status, next)) => (status, next),
         Err(Failure::Respond(e)) => {
@@ -112,7 +121,11 @@ fn prepare(
                 authority,
                 path_and_query,
             } = rewrite::parse_absolute(&head.target).map_err(ProxyError::from)?;
-            (Target::new(tls, host, port), path_and_query, authority.to_string())
+            (
+                Target::new(tls, host, port),
+                path_and_query,
+                authority.to_string(),
+            )
         }
         Some(t) => {
             // Inside a tunnel the destination is fixed by CONNECT; an absolute-form target
@@ -131,8 +144,8 @@ fn prepare(
         }
     };
 
-    let extracted =
-        rewrite::extract_audience(path_and_query, &ctx.audience_parameter).map_err(ProxyError::from)?;
+    let extracted = rewrite::extract_audience(path_and_query, &ctx.audience_parameter)
+        .map_err(ProxyError::from)?;
     if let Some(audience) = &extracted.audience {
         if !ctx.policy.allows(audience, &target.host, target.port) {
             return Err(ProxyError::NotAllowed {
@@ -166,7 +179,10 @@ impl From<BodyError> for Failure {
 /// only when no body was sent and repeating it is harmless (RFC 9110 §9.2.2).
 fn is_retryable(method: &str, body: BodyKind) -> bool {
     matches!(body, BodyKind::None | BodyKind::Length(0))
-        && matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+        && matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
 }
 
 async fn exchange(
@@ -206,7 +222,10 @@ async fn exchange(
             Ok(response) => break response,
             Err(SendError::UpstreamGone(_)) if retry && conn.reused => {
                 retry = false;
-                debug!("pooled connection was closed, retrying target={}", prepared.target);
+                debug!(
+                    "pooled connection was closed, retrying target={}",
+                    prepared.target
+                );
                 conn = ctx
                     .upstream
                     .connect_new(&prepared.target)
@@ -253,7 +272,11 @@ async fn send_request(
     body: BodyKind,
 ) -> Result<ResponseHead, SendError> {
     let gone = |e: std::io::Error| SendError::UpstreamGone(format!("sending the request: {e}"));
-    conn.io.get_mut().write_all(request_head).await.map_err(gone)?;
+    conn.io
+        .get_mut()
+        .write_all(request_head)
+        .await
+        .map_err(gone)?;
     if body == BodyKind::None {
         conn.io.get_mut().flush().await.map_err(gone)?;
     } else {
@@ -269,7 +292,11 @@ async fn send_request(
     }
 
     loop {
-        let head = match conn.io.read_response_head(ctx.timeouts.upstream_response).await {
+        let head = match conn
+            .io
+            .read_response_head(ctx.timeouts.upstream_response)
+            .await
+        {
             Ok(head) => head,
             Err(HeadError::Idle | HeadError::Timeout) => return Err(SendError::UpstreamTimeout),
             Err(HeadError::Closed) => {
@@ -277,7 +304,11 @@ async fn send_request(
                     "the target closed the connection without a response".into(),
                 ))
             }
-            Err(e) => return Err(SendError::UpstreamGone(format!("reading the response: {e}"))),
+            Err(e) => {
+                return Err(SendError::UpstreamGone(format!(
+                    "reading the response: {e}"
+                )))
+            }
         };
         match head.status {
             100 => continue,
@@ -300,7 +331,9 @@ async fn relay_response(
     client_wants_close: bool,
 ) -> Result<(u16, Next), Failure> {
     let upstream_body = http1::response_body_kind(&request.method, &response).map_err(|e| {
-        Failure::Respond(ProxyError::UpstreamResponse(format!("invalid response framing: {e}")))
+        Failure::Respond(ProxyError::UpstreamResponse(format!(
+            "invalid response framing: {e}"
+        )))
     })?;
 
     // Towards an HTTP/1.0 client there is no chunked coding: the body is sent as it comes and
@@ -323,8 +356,14 @@ async fn relay_response(
     if let Err(e) = copied {
         // The target broke off (the client sees a short body and a closed connection), or the
         // client went away; either way this upstream connection is not reusable.
-        let side = if e.is_sender_side() { "target" } else { "client" };
-        return Err(Failure::Abort(format!("response body from the {side}: {e}")));
+        let side = if e.is_sender_side() {
+            "target"
+        } else {
+            "client"
+        };
+        return Err(Failure::Abort(format!(
+            "response body from the {side}: {e}"
+        )));
     }
 
     let reusable = upstream_body != BodyKind::UntilClose

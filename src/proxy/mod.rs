@@ -55,7 +55,10 @@ pub enum ProxyError {
     BadRequest(String),
     HeadTooLarge,
     HeadTimeout,
-    NotAllowed { audience: String, target: String },
+    NotAllowed {
+        audience: String,
+        target: String,
+    },
     /// The token request failed; the text carries the API server's reason.
     Token(String),
     Upstream(UpstreamError),
@@ -148,7 +151,10 @@ pub(crate) async fn respond_error(
         error.status(),
         error
     );
-    if write_error(client, error, close, request.method == "HEAD").await.is_err() {
+    if write_error(client, error, close, request.method == "HEAD")
+        .await
+        .is_err()
+    {
         return Next::Close;
     }
     next

@@ -52,7 +52,9 @@ pub fn parse_absolute(target: &str) -> Result<AbsoluteTarget<'_>, RewriteError> 
     } else if scheme.eq_ignore_ascii_case("https") {
         true
     } else {
-        return Err(bad(format!("unsupported scheme {scheme:?}: use http:// or CONNECT")));
+        return Err(bad(format!(
+            "unsupported scheme {scheme:?}: use http:// or CONNECT"
+        )));
     };
     let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path_and_query) = rest.split_at(split);
@@ -177,14 +179,17 @@ pub fn extract_audience(path_and_query: &str, param: &str) -> Result<Extracted, 
 }
 
 fn decode_audience(value: &str, param: &str) -> Result<String, RewriteError> {
-    let bytes = form_decode(value).ok_or_else(|| bad(format!("invalid percent-encoding in {param}")))?;
+    let bytes =
+        form_decode(value).ok_or_else(|| bad(format!("invalid percent-encoding in {param}")))?;
     let audience =
         String::from_utf8(bytes).map_err(|_| bad(format!("{param} is not valid UTF-8")))?;
     if audience.is_empty() {
         return Err(bad(format!("empty {param} parameter")));
     }
     if audience.len() > MAX_AUDIENCE_BYTES {
-        return Err(bad(format!("{param} is longer than {MAX_AUDIENCE_BYTES} bytes")));
+        return Err(bad(format!(
+            "{param} is longer than {MAX_AUDIENCE_BYTES} bytes"
+        )));
     }
     if audience.chars().any(char::is_control) {
         return Err(bad(format!("{param} contains control characters")));
@@ -329,7 +334,10 @@ mod tests {
     #[test]
     fn absolute_targets_parse() {
         let t = parse_absolute("http://Target:9090/metrics?a=1").unwrap();
-        assert_eq!((t.tls, t.host, t.port, t.authority), (false, "Target", 9090, "Target:9090"));
+        assert_eq!(
+            (t.tls, t.host, t.port, t.authority),
+            (false, "Target", 9090, "Target:9090")
+        );
         assert_eq!(t.path_and_query, "/metrics?a=1");
         let t = parse_absolute("HTTPS://[fd00::1]/").unwrap();
         assert_eq!((t.tls, t.host, t.port), (true, "[fd00::1]", 443));
@@ -360,7 +368,10 @@ mod tests {
     #[test]
     fn authority_form_needs_a_port() {
         assert_eq!(parse_authority("h:443", None).unwrap(), ("h", 443));
-        assert_eq!(parse_authority("[::1]:8443", None).unwrap(), ("[::1]", 8443));
+        assert_eq!(
+            parse_authority("[::1]:8443", None).unwrap(),
+            ("[::1]", 8443)
+        );
         assert!(parse_authority("h", None).is_err());
     }
 
@@ -383,7 +394,13 @@ mod tests {
 
     #[test]
     fn targets_without_the_parameter_pass_unchanged() {
-        for t in ["/", "/m?", "/m?&&", "/m?x=kubernetes-audience", "/p%20q?a=%zz"] {
+        for t in [
+            "/",
+            "/m?",
+            "/m?&&",
+            "/m?x=kubernetes-audience",
+            "/p%20q?a=%zz",
+        ] {
             let e = ex(t);
             assert_eq!((e.audience, e.target.as_str()), (None, t));
         }
@@ -416,7 +433,10 @@ mod tests {
     }
 
     fn names(headers: &[Header]) -> Vec<String> {
-        headers.iter().map(|h| h.name.to_ascii_lowercase()).collect()
+        headers
+            .iter()
+            .map(|h| h.name.to_ascii_lowercase())
+            .collect()
     }
 
     #[test]
@@ -438,7 +458,10 @@ mod tests {
             Header::new("Accept", "text/plain"),
         ];
         let out = upstream_request_headers(&input, Some(&token), "t:1", BodyKind::Chunked);
-        assert_eq!(names(&out), ["host", "accept", "authorization", "transfer-encoding"]);
+        assert_eq!(
+            names(&out),
+            ["host", "accept", "authorization", "transfer-encoding"]
+        );
         assert_eq!(out[2].value, b"Bearer fake-token");
         assert_eq!(out[0].value, b"t:1");
     }
@@ -463,6 +486,9 @@ mod tests {
         let out = client_response_headers(&input, BodyKind::None, false);
         assert_eq!(names(&out), ["content-length", "content-type"]);
         let out = client_response_headers(&input, BodyKind::Chunked, true);
-        assert_eq!(names(&out), ["content-type", "transfer-encoding", "connection"]);
+        assert_eq!(
+            names(&out),
+            ["content-type", "transfer-encoding", "connection"]
+        );
     }
 }
