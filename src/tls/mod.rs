@@ -28,11 +28,11 @@ pub mod leaf;
 pub mod listener;
 pub mod upstream;
 
-pub use ca::CertAuthority;
+pub use ca::{CertAuthority, CA_LIFETIME};
 pub use leaf::{Interceptor, LEAF_CACHE_CAPACITY, LEAF_LIFETIME};
 pub use listener::{
     listener_server_config, parse_min_version, ListenerTlsConfig, MinTlsVersion,
-    SUPPORTED_CIPHER_SUITES,
+    SUPPORTED_CIPHER_SUITES, SUPPORTED_MIN_VERSIONS,
 };
 pub use upstream::{danger, upstream_client_config, UpstreamTlsConfig};
 
