@@ -17,6 +17,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use rustls::crypto::CryptoProvider;
+use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
 use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls::ServerConfig;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -43,6 +44,13 @@ pub const LEAF_CACHE_CAPACITY: usize = 1000;
 /// the SAN alone, which is all clients check anyway.
 const MAX_COMMON_NAME: usize = 64;
 
+/// TLS sessions remembered for resumption, across all leaves together: 256.
+///
+/// rustls gives each server configuration its own store by default, which with
+/// [`LEAF_CACHE_CAPACITY`] configurations could hold a quarter of a million sessions. One shared
+/// store keeps memory bounded; rustls only resumes a session for the SNI it was made with.
+const SESSION_CACHE_CAPACITY: usize = 256;
+
 /// Issues and caches leaf certificates for intercepted connections.
 ///
 /// All leaves share one ECDSA P-256 key, generated with the interceptor and held in memory
@@ -56,6 +64,7 @@ pub struct Interceptor {
     provider: Arc<CryptoProvider>,
     leaf_key: KeyPair,
     leaf_signing_key: Arc<dyn SigningKey>,
+    sessions: Arc<dyn StoresServerSessions>,
     cache: Mutex<LeafCache<Arc<ServerConfig>>>,
     issued: AtomicU64,
 }
@@ -82,6 +91,7 @@ impl Interceptor {
             provider,
             leaf_key,
             leaf_signing_key,
+            sessions: ServerSessionMemoryCache::new(SESSION_CACHE_CAPACITY),
             cache: Mutex::new(LeafCache::new(capacity)),
             issued: AtomicU64::new(0),
         })
@@ -197,6 +207,7 @@ impl Interceptor {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        config.session_storage = self.sessions.clone();
         Ok((Arc::new(config), validity))
     }
 }

@@ -18,6 +18,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem;
@@ -42,7 +43,7 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// How far back every generated certificate's not-before is set, so that a client whose clock
 /// runs a little behind ours still accepts a certificate issued a moment ago.
-pub const BACKDATE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// The *ring* crypto provider used by every configuration in this crate.
 ///
@@ -94,7 +95,10 @@ fn parse_host(host: &str) -> Result<Host, TlsError> {
         Err(_) if bracketed => return Err(invalid()),
         Err(_) => {}
     }
-    let lower = host.to_ascii_lowercase();
+    // A fully qualified name's final dot is not part of the name for SNI (RFC 6066 section 3)
+    // or for a SAN, so `example.com.` and `example.com` share one leaf.
+    let relative = host.strip_suffix('.').unwrap_or(host);
+    let lower = relative.to_ascii_lowercase();
     let name = DnsName::try_from(lower).map_err(|_| invalid())?;
     Ok(Host::Dns(name))
 }
@@ -270,10 +274,9 @@ mod tests {
             parse_host("[fd00::1]").unwrap(),
             Host::Ip("fd00::1".parse().unwrap())
         );
-        assert_eq!(
-            parse_host("Example.COM").unwrap(),
-            Host::Dns(DnsName::try_from("example.com").unwrap().to_owned())
-        );
+        let example = Host::Dns(DnsName::try_from("example.com").unwrap().to_owned());
+        assert_eq!(parse_host("Example.COM").unwrap(), example);
+        assert_eq!(parse_host("example.com.").unwrap(), example);
     }
 
     #[test]
