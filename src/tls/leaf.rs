@@ -536,6 +536,32 @@ mod tests {
         assert!(!debug.contains(&crate::tls::hex(&icpt.leaf_key.serialize_der())));
     }
 
+    #[test]
+    fn concurrent_callers_share_the_cache() {
+        let now = t(0);
+        let icpt = interceptor(now, 10);
+        let names = ["a.example", "b.example", "10.0.0.1"];
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..20 {
+                        for name in names {
+                            icpt.server_config_for(name, now).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(icpt.leaves_cached(), names.len());
+        // Simultaneous misses may each sign once; after that every call is a hit.
+        assert!(icpt.leaves_issued() <= 4 * names.len() as u64);
+        let cached = icpt.server_config_for("a.example", now).unwrap();
+        assert!(Arc::ptr_eq(
+            &cached,
+            &icpt.server_config_for("a.example", now).unwrap()
+        ));
+    }
+
     fn validity(from: u64, to: u64) -> Validity {
         Validity {
             not_before: t(from),
