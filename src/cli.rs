@@ -7,8 +7,9 @@
 //! The Go tool parsed flags with pflag, so existing manifests write `--name=value`, may pass
 //! `--switch=false`, and may carry klog's logging flags (`--v=2`, `--logtostderr`). argh knows
 //! none of these forms, so [`parse_args`] rewrites them first: `--name=value` becomes
-//! `--name value`, `--switch=true` becomes `--switch`, `--switch=false` disappears, and klog
-//! flags are dropped and reported back so that the caller can warn about them once.
+//! `--name value`, `--switch=true` becomes `--switch`, `--switch=false` disappears, an option
+//! given twice keeps its last value (repeatable options keep all), and klog flags are dropped
+//! and reported back so that the caller can warn about them once.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,31 @@ pub const COMMAND_NAME: &str = "kube-audience-proxy";
 
 /// Switches of this tool: flags that take no value, but accept `=true` / `=false`.
 const SWITCHES: &[&str] = &["--insecure-skip-tls-verify"];
+
+/// Options of this tool that hold one value. Given more than once, the last one wins, as with
+/// pflag, so that a manifest can append an override. Must match [`Args`] (a test checks).
+const SINGLE_VALUE_OPTIONS: &[&str] = &[
+    "--insecure-listen-address",
+    "--secure-listen-address",
+    "--tls-cert-file",
+    "--tls-private-key-file",
+    "--tls-min-version",
+    "--service-account",
+    "--namespace-file",
+    "--namespace",
+    "--apiserver",
+    "--apiserver-ca-file",
+    "--apiserver-token-file",
+    "--audience-parameter",
+    "--allowed-audiences",
+    "--token-expiration-seconds",
+    "--ca-file-destination",
+    "--log-level",
+    "--log-format",
+];
+
+/// Options of this tool that may be repeated; every value is kept.
+const REPEATED_OPTIONS: &[&str] = &["--tls-cipher-suites", "--upstream-ca-file"];
 
 /// klog flags that take a value (`--v=2` or `--v 2`), accepted and ignored.
 const KLOG_VALUE_FLAGS: &[&str] = &[
@@ -45,11 +71,9 @@ const KLOG_SWITCHES: &[&str] = &[
 
 /// HTTP forward proxy that injects audience-scoped Kubernetes ServiceAccount tokens.
 ///
-/// A client sends requests through the proxy with the audience in a query parameter
-/// (`kubernetes-audience` by default); the proxy requests a token for that audience from the
-/// TokenRequest API, sets it as the `Authorization: Bearer` header and forwards the request.
-/// `https://` targets are reached with CONNECT and intercepted with a CA generated at start-up,
-/// written to --ca-file-destination. Every option also accepts the --name=value form.
+/// A client names the audience in a query parameter; the proxy requests a token for it from the
+/// TokenRequest API and forwards the request with that token as its bearer credential. HTTPS
+/// targets are intercepted with a CA generated at start-up. Options also take --name=value.
 #[derive(FromArgs, Debug, Clone, PartialEq, Eq)]
 #[argh(help_triggers("-h", "--help"))]
 pub struct Args {
@@ -108,8 +132,7 @@ pub struct Args {
     #[argh(option, arg_name = "PATH")]
     pub apiserver_token_file: Option<PathBuf>,
 
-    /// query parameter that carries the audience; removed before forwarding (default
-    /// kubernetes-audience)
+    /// query parameter that carries the audience (default kubernetes-audience)
     #[argh(option, arg_name = "NAME")]
     pub audience_parameter: Option<String>,
 
@@ -126,7 +149,7 @@ pub struct Args {
     #[argh(option, arg_name = "PATH")]
     pub ca_file_destination: Option<PathBuf>,
 
-    /// extra PEM bundle trusted for upstream targets, besides the system roots; repeatable
+    /// extra PEM bundle trusted for upstream targets' certificates; repeatable
     #[argh(option, arg_name = "PATH")]
     pub upstream_ca_file: Vec<PathBuf>,
 
@@ -222,7 +245,41 @@ fn normalise(args: &[String]) -> Result<Normalised, EarlyExit> {
             out.words.push(word.clone());
         }
     }
+    out.words = keep_last_values(out.words);
     Ok(out)
+}
+
+/// Drops every earlier occurrence of a [`SINGLE_VALUE_OPTIONS`] option together with its
+/// value. Unknown words are kept for argh to refuse.
+fn keep_last_values(words: Vec<String>) -> Vec<String> {
+    // Pair each option with its value the way argh will: the next word, whatever it is.
+    let mut items: Vec<(Option<&str>, &[String])> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let word = words[i].as_str();
+        if word == "--" {
+            items.push((None, &words[i..]));
+            break;
+        }
+        let takes_value = SINGLE_VALUE_OPTIONS.contains(&word) || REPEATED_OPTIONS.contains(&word);
+        let len = if takes_value {
+            2.min(words.len() - i)
+        } else {
+            1
+        };
+        let single = SINGLE_VALUE_OPTIONS.contains(&word).then_some(word);
+        items.push((single, &words[i..i + len]));
+        i += len;
+    }
+
+    let mut kept = Vec::with_capacity(words.len());
+    for (n, (name, part)) in items.iter().enumerate() {
+        let overridden = name.is_some() && items[n + 1..].iter().any(|(later, _)| later == name);
+        if !overridden {
+            kept.extend(part.iter().cloned());
+        }
+    }
+    kept
 }
 
 impl Normalised {
@@ -299,6 +356,55 @@ mod tests {
         let n = normalised(&["--", "--v=2", "--a=b"]);
         assert_eq!(n.words, words(&["--", "--v=2", "--a=b"]));
         assert!(n.ignored_flags.is_empty());
+    }
+
+    #[test]
+    fn last_value_of_a_single_value_option_wins() {
+        let n = normalised(&[
+            "--namespace=a",
+            "--upstream-ca-file=u1",
+            "--namespace",
+            "b",
+            "--upstream-ca-file",
+            "u2",
+            "--apiserver",
+            "--namespace",
+        ]);
+        assert_eq!(
+            n.words,
+            words(&[
+                "--upstream-ca-file",
+                "u1",
+                "--namespace",
+                "b",
+                "--upstream-ca-file",
+                "u2",
+                "--apiserver",
+                "--namespace",
+            ])
+        );
+        let p = parse(&["--log-level=debug", "--log-level=warn"]).unwrap();
+        assert_eq!(p.args.log_level, LogLevel::Warn);
+        // An option without a value at the end is left for argh to refuse.
+        assert_eq!(normalised(&["--namespace"]).words, words(&["--namespace"]));
+        assert!(parse(&["--namespace=a", "--namespace"]).is_err());
+    }
+
+    #[test]
+    fn option_lists_match_the_struct() {
+        let help = parse(&["--help"]).unwrap_err().output;
+        // The usage line lists every flag once, as `[--name <VALUE>]` or `[--switch]`.
+        let usage = help.lines().next().unwrap();
+        let listed: Vec<&str> = usage
+            .split_whitespace()
+            .filter_map(|word| word.strip_prefix('['))
+            .map(|word| word.trim_end_matches(']'))
+            .collect();
+        let mut known: Vec<&str> = [SINGLE_VALUE_OPTIONS, REPEATED_OPTIONS, SWITCHES].concat();
+        let mut listed_sorted = listed.clone();
+        known.sort_unstable();
+        listed_sorted.sort_unstable();
+        assert_eq!(listed_sorted, known);
     }
 
     #[test]

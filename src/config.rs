@@ -683,3 +683,496 @@ fn shown(value: &str) -> String {
 fn shown_path(path: &Path) -> String {
     shown(&path.to_string_lossy())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::cli::parse_args;
+
+    /// A scratch directory with the mounted ServiceAccount files, removed on drop.
+    struct Mount {
+        dir: PathBuf,
+    }
+
+    impl Mount {
+        fn new() -> Mount {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "kap-config-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            let mount = Mount { dir };
+            mount.write("namespace", " team-a\n");
+            mount.write("ca.crt", "not parsed here");
+            mount.write("token", "fake-api-token");
+            mount
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.join(name).to_string_lossy().into_owned()
+        }
+
+        fn write(&self, name: &str, content: &str) {
+            fs::write(self.dir.join(name), content).unwrap();
+        }
+
+        /// Flags pointing at this mount, then `extra`.
+        fn flags(&self, extra: &[&str]) -> Vec<String> {
+            let mut flags = vec![
+                format!("--namespace-file={}", self.path("namespace")),
+                format!("--apiserver-ca-file={}", self.path("ca.crt")),
+                format!("--apiserver-token-file={}", self.path("token")),
+            ];
+            flags.extend(extra.iter().map(|s| s.to_string()));
+            flags
+        }
+
+        fn config(&self, extra: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            let args = parse_args(&self.flags(extra)).expect("flags parse").args;
+            let env: HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::from_args(args, &|name| env.get(name).cloned())
+        }
+    }
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const POD_ENV: &[(&str, &str)] = &[
+        ("SERVICE_ACCOUNT", "prometheus"),
+        ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ];
+
+    #[test]
+    fn in_cluster_url_brackets_ipv6_hosts() {
+        assert_eq!(in_cluster_url("10.0.0.1", "443"), "https://10.0.0.1:443");
+        assert_eq!(in_cluster_url("fd00::1", "443"), "https://[fd00::1]:443");
+        assert_eq!(
+            in_cluster_url("[fd00::1]", "6443"),
+            "https://[fd00::1]:6443"
+        );
+        assert_eq!(
+            in_cluster_url("kubernetes.default.svc", "443"),
+            "https://kubernetes.default.svc:443"
+        );
+        assert_eq!(
+            parse_api_server_url(&in_cluster_url("2001:db8::a", "443")),
+            Ok("https://[2001:db8::a]:443".to_string())
+        );
+    }
+
+    #[test]
+    fn api_server_urls_that_are_accepted() {
+        for (given, expected) in [
+            ("https://10.0.0.1:443", "https://10.0.0.1:443"),
+            ("https://10.0.0.1:443/", "https://10.0.0.1:443"),
+            ("HTTPS://Kube.Example:6443", "https://Kube.Example:6443"),
+            (
+                "http://127.0.0.1:8001/api/v1/proxy/",
+                "http://127.0.0.1:8001/api/v1/proxy",
+            ),
+            ("https://[fd00::1]", "https://[fd00::1]"),
+            ("https://[fd00::1]:443//", "https://[fd00::1]:443"),
+            ("https://kubernetes", "https://kubernetes"),
+        ] {
+            assert_eq!(
+                parse_api_server_url(given).as_deref(),
+                Ok(expected),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_server_urls_that_are_refused() {
+        for (given, reason) in [
+            (
+                "10.0.0.1:443",
+                "the url has no scheme: expected http:// or https://",
+            ),
+            ("ftp://host", "the scheme must be http or https"),
+            ("https://host/?a=b", "the url must not have a query"),
+            ("https://host/#x", "the url must not have a fragment"),
+            (
+                "https://user:pw@host",
+                "the url must not contain user info; the token file provides credentials",
+            ),
+            ("https://", "the url has no host"),
+            ("https://:443", "the url has no host"),
+            ("https://host:", "the port is not a number from 1 to 65535"),
+            ("https://host:0", "the port is not a number from 1 to 65535"),
+            (
+                "https://host:65536",
+                "the port is not a number from 1 to 65535",
+            ),
+            (
+                "https://host:+1",
+                "the port is not a number from 1 to 65535",
+            ),
+            (
+                "https://fd00::1:443",
+                "the port is not a number from 1 to 65535",
+            ),
+            ("https://[fd00::1", "unclosed '[' in the host"),
+            (
+                "https://[nothost]:1",
+                "the bracketed host is not an IPv6 address",
+            ),
+            ("https://[::1]x", "unexpected text after ']'"),
+            (
+                "https://ho st",
+                "the url contains whitespace or control characters",
+            ),
+            (
+                "https://ho$t",
+                "the host has characters a host name cannot have (an IPv6 address needs [ ])",
+            ),
+        ] {
+            assert_eq!(parse_api_server_url(given), Err(reason), "{given}");
+        }
+    }
+
+    #[test]
+    fn pod_defaults() {
+        let mount = Mount::new();
+        let config = mount.config(&[], POD_ENV).unwrap();
+        assert_eq!(config.insecure_listen, Some(DEFAULT_INSECURE_LISTEN));
+        assert_eq!(config.secure_listen, None);
+        assert_eq!(config.api.server, "https://10.0.0.1:443");
+        assert_eq!(config.api.service_account, "prometheus");
+        assert_eq!(config.api.namespace, "team-a");
+        assert_eq!(
+            config.api.ca_file,
+            Some(PathBuf::from(mount.path("ca.crt")))
+        );
+        assert_eq!(config.api.token_file, PathBuf::from(mount.path("token")));
+        assert_eq!(config.audience_parameter, "kubernetes-audience");
+        assert_eq!(config.policy, AudiencePolicy::Any);
+        assert_eq!(config.token_expiration_seconds, 3600);
+        assert_eq!(config.ca_file_destination, PathBuf::from("ca.crt"));
+        assert!(config.listener_tls.cert_and_key.is_none());
+        assert!(!config.listener_tls.tls13_only);
+        assert!(config.listener_tls.cipher_suites.is_empty());
+        assert!(config.upstream_tls.extra_ca_files.is_empty());
+        assert!(!config.upstream_tls.insecure_skip_verify);
+    }
+
+    #[test]
+    fn every_flag_lands_in_its_field() {
+        let mount = Mount::new();
+        mount.write("cert.pem", "c");
+        mount.write("key.pem", "k");
+        mount.write("up1.pem", "u");
+        let (cert, key, up) = (
+            mount.path("cert.pem"),
+            mount.path("key.pem"),
+            mount.path("up1.pem"),
+        );
+        let config = mount
+            .config(
+                &[
+                    "--secure-listen-address=[::1]:8443",
+                    "--service-account=other",
+                    "--namespace=ns-b",
+                    "--apiserver=https://[fd00::1]:6443/",
+                    &format!("--tls-cert-file={cert}"),
+                    &format!("--tls-private-key-file={key}"),
+                    "--tls-min-version=VersionTLS13",
+                    "--tls-cipher-suites=A, B,,",
+                    "--tls-cipher-suites=C",
+                    "--audience-parameter=aud",
+                    "--allowed-audiences=a=*.svc",
+                    "--token-expiration-seconds=600",
+                    "--ca-file-destination=/tmp/out.crt",
+                    &format!("--upstream-ca-file={up}"),
+                    "--insecure-skip-tls-verify=true",
+                ],
+                POD_ENV,
+            )
+            .unwrap();
+        assert_eq!(
+            config.insecure_listen, None,
+            "only the secure listener was asked for"
+        );
+        assert_eq!(config.secure_listen, Some("[::1]:8443".parse().unwrap()));
+        assert_eq!(config.api.server, "https://[fd00::1]:6443");
+        assert_eq!(config.api.service_account, "other");
+        assert_eq!(config.api.namespace, "ns-b");
+        assert_eq!(
+            config.listener_tls.cert_and_key,
+            Some((PathBuf::from(cert), PathBuf::from(key)))
+        );
+        assert!(config.listener_tls.tls13_only);
+        assert_eq!(config.listener_tls.cipher_suites, ["A", "B", "C"]);
+        assert_eq!(config.audience_parameter, "aud");
+        assert!(config.policy.is_restricted());
+        assert_eq!(config.token_expiration_seconds, 600);
+        assert_eq!(config.ca_file_destination, PathBuf::from("/tmp/out.crt"));
+        assert_eq!(config.upstream_tls.extra_ca_files, [PathBuf::from(up)]);
+        assert!(config.upstream_tls.insecure_skip_verify);
+    }
+
+    #[test]
+    fn listen_address_forms() {
+        let mount = Mount::new();
+        for (given, expected) in [
+            (":9000", "0.0.0.0:9000"),
+            ("localhost:9000", "127.0.0.1:9000"),
+            ("10.1.2.3:80", "10.1.2.3:80"),
+            ("[::]:80", "[::]:80"),
+        ] {
+            let flag = format!("--insecure-listen-address={given}");
+            let config = mount.config(&[&flag], POD_ENV).unwrap();
+            assert_eq!(
+                config.insecure_listen,
+                Some(expected.parse().unwrap()),
+                "{given}"
+            );
+        }
+        let err = mount
+            .config(&["--insecure-listen-address=example.com:80"], POD_ENV)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--insecure-listen-address example.com:80: expected IP:PORT, [IPv6]:PORT or :PORT"
+        );
+    }
+
+    #[test]
+    fn http_api_server_needs_no_ca_file() {
+        let mount = Mount::new();
+        let config = mount
+            .config(
+                &[
+                    "--apiserver=http://127.0.0.1:8001",
+                    "--apiserver-ca-file=/no/such/ca",
+                ],
+                POD_ENV,
+            )
+            .unwrap();
+        assert_eq!(config.api.ca_file, None);
+    }
+
+    #[test]
+    fn namespace_flag_overrides_the_file() {
+        let mount = Mount::new();
+        let config = mount
+            .config(
+                &["--namespace-file=/no/such/file", "--namespace=ns"],
+                POD_ENV,
+            )
+            .unwrap();
+        assert_eq!(config.api.namespace, "ns");
+    }
+
+    fn error(mount: &Mount, extra: &[&str], env: &[(&str, &str)]) -> String {
+        mount.config(extra, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn missing_service_account() {
+        let mount = Mount::new();
+        let env = &POD_ENV[1..];
+        let expected = "no service account: set --service-account or the SERVICE_ACCOUNT \
+                        environment variable";
+        assert_eq!(error(&mount, &[], env), expected);
+        assert_eq!(error(&mount, &["--service-account="], env), expected);
+        assert_eq!(
+            error(&mount, &["--service-account=a/b"], env),
+            "--service-account a/b: must be lowercase letters, digits, '-' and '.', starting \
+             and ending with a letter or digit"
+        );
+    }
+
+    #[test]
+    fn namespace_file_problems() {
+        let mount = Mount::new();
+        let missing = mount.path("missing");
+        let err = mount
+            .config(&[&format!("--namespace-file={missing}")], POD_ENV)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read --namespace-file {missing}")
+        );
+        assert!(err.source().is_some());
+
+        mount.write("namespace", " \n");
+        assert_eq!(
+            error(&mount, &[], POD_ENV),
+            format!(
+                "--namespace-file {} is empty: it must hold the namespace, or set --namespace",
+                mount.path("namespace")
+            )
+        );
+        mount.write("namespace", "Team_A");
+        assert_eq!(
+            error(&mount, &[], POD_ENV),
+            format!(
+                "--namespace-file {} holds \"Team_A\": must be lowercase letters, digits and '-', \
+                 starting and ending with a letter or digit",
+                mount.path("namespace")
+            )
+        );
+        assert!(error(&mount, &["--namespace=a.b"], POD_ENV).starts_with("--namespace a.b: "));
+    }
+
+    #[test]
+    fn api_server_problems() {
+        let mount = Mount::new();
+        let no_host = [POD_ENV[0], POD_ENV[2]];
+        assert_eq!(
+            error(&mount, &[], &no_host),
+            "no api server: set --apiserver, or the KUBERNETES_SERVICE_HOST and \
+             KUBERNETES_SERVICE_PORT environment variables"
+        );
+        assert_eq!(
+            error(&mount, &["--apiserver=ftp://x"], POD_ENV),
+            "--apiserver ftp://x: the scheme must be http or https"
+        );
+        let bad_port = [POD_ENV[0], POD_ENV[1], ("KUBERNETES_SERVICE_PORT", "https")];
+        assert_eq!(
+            error(&mount, &[], &bad_port),
+            "api server url https://10.0.0.1:https built from KUBERNETES_SERVICE_HOST and \
+             KUBERNETES_SERVICE_PORT: the port is not a number from 1 to 65535"
+        );
+        let ipv6 = [
+            POD_ENV[0],
+            ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+            POD_ENV[2],
+        ];
+        assert_eq!(
+            mount.config(&[], &ipv6).unwrap().api.server,
+            "https://[fd00::1]:443"
+        );
+    }
+
+    #[test]
+    fn unreadable_files_name_flag_and_path() {
+        let mount = Mount::new();
+        let missing = mount.path("missing");
+        for (flag, message) in [
+            ("--apiserver-ca-file", "cannot read --apiserver-ca-file"),
+            (
+                "--apiserver-token-file",
+                "cannot read --apiserver-token-file",
+            ),
+            ("--upstream-ca-file", "cannot read --upstream-ca-file"),
+        ] {
+            let err = mount
+                .config(&[&format!("{flag}={missing}")], POD_ENV)
+                .unwrap_err();
+            assert_eq!(err.to_string(), format!("{message} {missing}"));
+            let cause = err.source().expect("io cause").to_string();
+            assert!(cause.contains("No such file"), "{cause}");
+        }
+        // A directory opens but does not read.
+        let dir = mount.dir.to_string_lossy().into_owned();
+        let err = error(&mount, &[&format!("--apiserver-token-file={dir}")], POD_ENV);
+        assert_eq!(err, format!("cannot read --apiserver-token-file {dir}"));
+    }
+
+    #[test]
+    fn empty_token_file_is_refused_without_showing_content() {
+        let mount = Mount::new();
+        mount.write("token", "\n");
+        assert_eq!(
+            error(&mount, &[], POD_ENV),
+            format!("--apiserver-token-file {} is empty", mount.path("token"))
+        );
+    }
+
+    #[test]
+    fn token_expiration_bounds() {
+        let mount = Mount::new();
+        assert_eq!(
+            error(&mount, &["--token-expiration-seconds=300"], POD_ENV),
+            "--token-expiration-seconds 300: must be at least 600 (the API server refuses \
+             shorter tokens)"
+        );
+        assert_eq!(
+            error(&mount, &["--token-expiration-seconds=4294967296"], POD_ENV),
+            "--token-expiration-seconds 4294967296: must be at most 4294967295"
+        );
+        let max = mount
+            .config(&["--token-expiration-seconds=4294967295"], POD_ENV)
+            .unwrap();
+        assert_eq!(max.token_expiration_seconds, u32::MAX);
+    }
+
+    #[test]
+    fn tls_flag_problems() {
+        let mount = Mount::new();
+        assert_eq!(
+            error(&mount, &["--tls-min-version=VersionTLS10"], POD_ENV),
+            "--tls-min-version VersionTLS10: TLS 1.0 and 1.1 are not supported; supported: \
+             VersionTLS12, VersionTLS13"
+        );
+        assert_eq!(
+            error(&mount, &["--tls-min-version=tls1.3"], POD_ENV),
+            "--tls-min-version tls1.3: unknown TLS version; supported: VersionTLS12, VersionTLS13"
+        );
+        assert_eq!(
+            error(&mount, &["--tls-cert-file=c"], POD_ENV),
+            "--tls-cert-file is set but --tls-private-key-file is not: give both or neither"
+        );
+        assert_eq!(
+            error(&mount, &["--tls-private-key-file=k"], POD_ENV),
+            "--tls-private-key-file is set but --tls-cert-file is not: give both or neither"
+        );
+        mount.write("cert.pem", "c");
+        let cert = format!("--tls-cert-file={}", mount.path("cert.pem"));
+        let key = format!("--tls-private-key-file={}", mount.path("nokey.pem"));
+        assert_eq!(
+            error(&mount, &[&cert, &key], POD_ENV),
+            format!(
+                "cannot read --tls-private-key-file {}",
+                mount.path("nokey.pem")
+            )
+        );
+    }
+
+    #[test]
+    fn audience_flag_problems() {
+        let mount = Mount::new();
+        assert_eq!(
+            error(&mount, &["--audience-parameter="], POD_ENV),
+            "--audience-parameter \"\": must not be empty"
+        );
+        for bad in ["a&b", "a=b", "a#b", "a b", "a?b", "a%20"] {
+            let flag = format!("--audience-parameter={bad}");
+            let message = error(&mount, &[&flag], POD_ENV);
+            assert!(
+                message.ends_with(": must not contain '&', '=', '#', '?', '%' or whitespace"),
+                "{message}"
+            );
+        }
+        let err = mount
+            .config(&["--allowed-audiences=,"], POD_ENV)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "invalid --allowed-audiences");
+        assert_eq!(
+            err.source().unwrap().to_string(),
+            "invalid entry \",\": the list names no audience"
+        );
+    }
+
+    #[test]
+    fn values_in_messages_are_quoted_only_when_needed() {
+        assert_eq!(shown("plain"), "plain");
+        assert_eq!(shown(""), "\"\"");
+        assert_eq!(shown("a b"), "\"a b\"");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+    }
+}
