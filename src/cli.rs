@@ -241,6 +241,11 @@ fn normalise(args: &[String]) -> Result<Normalised, EarlyExit> {
         } else if let Some(value) = inline_value {
             out.words.push(name.to_string());
             out.words.push(value.to_string());
+        } else if takes_value(word) {
+            // The next word is this option's value, even if it looks like a flag; argh
+            // reads it the same way.
+            out.words.push(word.clone());
+            out.words.extend(rest.next().cloned());
         } else {
             out.words.push(word.clone());
         }
@@ -261,8 +266,7 @@ fn keep_last_values(words: Vec<String>) -> Vec<String> {
             items.push((None, &words[i..]));
             break;
         }
-        let takes_value = SINGLE_VALUE_OPTIONS.contains(&word) || REPEATED_OPTIONS.contains(&word);
-        let len = if takes_value {
+        let len = if takes_value(word) {
             2.min(words.len() - i)
         } else {
             1
@@ -291,6 +295,11 @@ impl Normalised {
     }
 }
 
+/// Whether `word` is one of our options that take a value.
+fn takes_value(word: &str) -> bool {
+    SINGLE_VALUE_OPTIONS.contains(&word) || REPEATED_OPTIONS.contains(&word)
+}
+
 /// The boolean spellings pflag accepts (Go's `strconv.ParseBool`).
 fn parse_bool(flag: &str, value: &str) -> Result<bool, EarlyExit> {
     match value {
@@ -298,7 +307,8 @@ fn parse_bool(flag: &str, value: &str) -> Result<bool, EarlyExit> {
         "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
         _ => Err(EarlyExit {
             output: format!(
-                "Invalid value for switch '{flag}': {value:?}; it takes no value, or =true / =false\n"
+                "Invalid value for switch '{flag}': {value:?}; \
+                 it takes no value, or =true / =false\n"
             ),
             status: Err(()),
         }),
@@ -349,6 +359,18 @@ mod tests {
             n.words,
             words(&["--namespace", "ns", "--allowed-audiences", "a=b"])
         );
+    }
+
+    #[test]
+    fn separate_values_are_never_rewritten() {
+        let n = normalised(&["--allowed-audiences", "-a=b", "--namespace", "--v=2"]);
+        assert_eq!(
+            n.words,
+            words(&["--allowed-audiences", "-a=b", "--namespace", "--v=2"])
+        );
+        assert!(n.ignored_flags.is_empty());
+        let p = parse(&["--namespace", "--logtostderr"]).unwrap();
+        assert_eq!(p.args.namespace.as_deref(), Some("--logtostderr"));
     }
 
     #[test]

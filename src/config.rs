@@ -13,7 +13,7 @@ use std::error::Error;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub const DEFAULT_CA_FILE_DESTINATION: &str = "ca.crt";
 /// Plain-HTTP listener when no listener flag is given: loopback only, since anything that can
 /// reach the proxy can obtain tokens of our ServiceAccount.
 pub const DEFAULT_INSECURE_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Shortest token lifetime in seconds the TokenRequest API accepts (10 minutes).
 pub const MIN_TOKEN_EXPIRATION_SECONDS: u64 = 600;
 
@@ -633,7 +633,8 @@ fn token_expiration(seconds: u64) -> Result<u32, ConfigError> {
     };
     if seconds < MIN_TOKEN_EXPIRATION_SECONDS {
         return Err(invalid(format!(
-            "must be at least {MIN_TOKEN_EXPIRATION_SECONDS} (the API server refuses shorter tokens)"
+            "must be at least {MIN_TOKEN_EXPIRATION_SECONDS} \
+             (the API server refuses shorter tokens)"
         )));
     }
     u32::try_from(seconds).map_err(|_| invalid(format!("must be at most {}", u32::MAX)))
@@ -658,7 +659,8 @@ fn check_kube_name(name: &str, max_len: usize, dots: bool) -> Result<(), &'stati
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !name.chars().all(allowed) || !edge(name.chars().next()) || !edge(name.chars().last()) {
         return Err(if dots {
-            "must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            "must be lowercase letters, digits, '-' and '.', \
+             starting and ending with a letter or digit"
         } else {
             "must be lowercase letters, digits and '-', starting and ending with a letter or digit"
         });

@@ -77,11 +77,15 @@ const SHOWN_HEADERS: &[&str] = &[
 pub enum LogLevel {
     /// Everything, `trace` included.
     All,
+    /// `debug` and above.
     Debug,
+    /// `info` and above: the default.
     Info,
+    /// `warn` and `error`.
     Warn,
+    /// `error` only.
     Error,
-    /// Nothing at all.
+    /// Nothing at all, from any crate.
     None,
 }
 
@@ -223,7 +227,9 @@ fn format_json(ts: &str, level: &str, target: &str, msg: &str, fields: &[Field])
 /// One trailing `key=value` of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field<'a> {
+    /// The name before `=`.
     pub key: &'a str,
+    /// What follows `=`.
     pub value: FieldValue<'a>,
 }
 
@@ -241,9 +247,9 @@ pub enum FieldValue<'a> {
 ///
 /// A key is a lowercase ASCII letter followed by lowercase letters, digits, `_`, `-` or `.`,
 /// and not one of the format's own keys. A value is either bare (up to the next whitespace,
-/// with no quote or control character) or a `Debug`-quoted string. Only the run of fields at the end counts: a word that looks
-/// like a field but is followed by plain words stays in the phrase, as does a word such as
-/// `a=b` inside a sentence or `=x`, whose key is empty. The phrase is trimmed.
+/// with no quote or control character) or a `Debug`-quoted string. Only the run of fields at
+/// the end counts: a word that looks like a field but is followed by plain words stays in the
+/// phrase, as does `=x`, whose key is empty. The phrase is trimmed.
 pub fn split_fields(text: &str) -> (&str, Vec<Field<'_>>) {
     let mut fields = Vec::new();
     let mut phrase_end = 0;
