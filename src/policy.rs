@@ -129,10 +129,7 @@ impl HostPattern {
             if suffix.is_empty() || suffix.contains(['*', ':']) {
                 return Err("a wildcard pattern is '*.suffix' with no port and one '*'");
             }
-            return Ok(HostPattern::Suffix(format!(
-                ".{}",
-                suffix.to_ascii_lowercase()
-            )));
+            return Ok(HostPattern::Suffix(format!(".{}", suffix.to_ascii_lowercase())));
         }
         if pattern.contains('*') {
             return Err("'*' may only stand at the start, as '*.suffix'");
@@ -159,8 +156,7 @@ impl HostPattern {
 }
 
 fn parse_port(port: &str) -> Result<u16, &'static str> {
-    port.parse()
-        .map_err(|_| "the port is not a number from 0 to 65535")
+    port.parse().map_err(|_| "the port is not a number from 0 to 65535")
 }
 
 #[cfg(test)]
@@ -213,17 +209,7 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_refused() {
-        for bad in [
-            "",
-            " , ",
-            "=host",
-            "a=",
-            "a=*.",
-            "a=x.*.y",
-            "a=host:port",
-            "a=[::1",
-            "a=:1",
-        ] {
+        for bad in ["", " , ", "=host", "a=", "a=*.", "a=x.*.y", "a=host:port", "a=[::1", "a=:1"] {
             assert!(AudiencePolicy::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let e = AudiencePolicy::parse("a=host:99999").unwrap_err();

@@ -64,8 +64,8 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
         _ => return None,
     };
 
-    let secs =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_s;
     let secs = u64::try_from(secs).ok()?;
     Some(UNIX_EPOCH + Duration::new(secs, nanos))
 }
@@ -122,15 +122,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 #[cfg(test)]
@@ -144,10 +136,7 @@ mod tests {
     #[test]
     fn parses_the_api_servers_form() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(at(0)));
-        assert_eq!(
-            parse_rfc3339("2024-02-29T12:30:45Z"),
-            Some(at(1_709_209_845))
-        );
+        assert_eq!(parse_rfc3339("2024-02-29T12:30:45Z"), Some(at(1_709_209_845)));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00z"), Some(at(951_868_800)));
     }
 
@@ -156,10 +145,7 @@ mod tests {
         let t = parse_rfc3339("2024-02-29T12:30:45.25+01:00").unwrap();
         assert_eq!(t, at(1_709_209_845 - 3600) + Duration::from_millis(250));
         let t = parse_rfc3339("2024-02-29T12:30:45.123456789123-00:30").unwrap();
-        assert_eq!(
-            t,
-            at(1_709_209_845 + 1800) + Duration::from_nanos(123_456_789)
-        );
+        assert_eq!(t, at(1_709_209_845 + 1800) + Duration::from_nanos(123_456_789));
     }
 
     #[test]
