@@ -43,7 +43,7 @@ pub fn audience_of(token: &str) -> Option<&str> {
 
 /// A PEM CA certificate unrelated to any server, for "wrong CA" tests.
 pub fn unrelated_ca_pem() -> String {
-    generate_pki().ca_pem
+    generate_pki("unrelated test CA").ca_pem
 }
 
 /// Builder for [`FakeApiServer`].
@@ -104,7 +104,7 @@ impl Builder {
                 (Some(tempdir), dir)
             }
         };
-        let pki = generate_pki();
+        let pki = generate_pki("fake kube-apiserver test CA");
         let ca_file = dir.join("ca.crt");
         let token_file = dir.join("token");
         std::fs::write(&ca_file, &pki.ca_pem).expect("write ca.crt");
@@ -528,7 +528,7 @@ struct Pki {
 }
 
 /// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it.
-fn generate_pki() -> Pki {
+fn generate_pki(ca_name: &str) -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
         SanType,
@@ -538,7 +538,7 @@ fn generate_pki() -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "fake kube-apiserver test CA");
+        .push(DnType::CommonName, ca_name);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().expect("ca key");
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
