@@ -199,7 +199,9 @@ impl std::error::Error for TokenError {
 /// until [`REFRESH_AFTER_PERCENT`] of its lifetime has passed; the next call after that
 /// starts one background refresh and still gets the current token, which is served until
 /// [`EXPIRY_MARGIN`] before it expires. A failed refresh is retried with backoff
-/// ([`RETRY_INITIAL`] doubling to [`RETRY_MAX`]) while the current token lasts.
+/// ([`RETRY_INITIAL`] doubling to [`RETRY_MAX`]) while the current token lasts. An audience
+/// without a usable token whose request failed gets that error for [`FAILURE_TTL`] before
+/// the next request is made. At most [`MAX_AUDIENCES`] audiences are held.
 pub struct TokenCache {
     inner: Arc<Inner>,
 }
@@ -242,7 +244,9 @@ struct Held {
 
 struct Failure {
     error: KubeError,
-    at: SystemTime,
+    /// Until then, callers without a usable token get `error` and no request is made:
+    /// [`FAILURE_TTL`] after a failed first request, the backoff time after a failed refresh.
+    retry_at: SystemTime,
 }
 
 /// What one pass over an entry decided.
@@ -364,7 +368,7 @@ impl Inner {
         }
 
         if let Some(failure) = &entry.failure {
-            let retry_at = failure.at + self.settings.failure_ttl;
+            let retry_at = failure.retry_at;
             if waited {
                 return Step::Done(Err(TokenError {
                     audience: audience.to_string(),
@@ -474,7 +478,7 @@ impl Inner {
                         self.settings.expiry_margin,
                     )
                 });
-                match serving_until {
+                let retry_at = match serving_until {
                     Some(until) if now < until => {
                         let retry_at = retry_time(now, entry.retry_delay, until);
                         log::warn!(
@@ -486,15 +490,17 @@ impl Inner {
                         entry.retry_not_before = Some(retry_at);
                         entry.retry_delay =
                             next_backoff(entry.retry_delay, self.settings.retry_max);
+                        retry_at
                     }
                     _ => {
                         log::debug!(
                             "token refresh failure audience={audience} error={}",
                             error_chain(&error)
                         );
+                        now + self.settings.failure_ttl
                     }
-                }
-                entry.failure = Some(Failure { error, at: now });
+                };
+                entry.failure = Some(Failure { error, retry_at });
             }
         }
     }
@@ -859,6 +865,26 @@ mod tests {
         });
         assert_eq!(source.calls(), 4);
         assert_eq!(cache.stats().failures, 3);
+    }
+
+    #[test]
+    fn expiry_after_a_failed_refresh_retries_at_once() {
+        let clock = FakeClock::new();
+        let source = FakeSource::new(&clock, Duration::from_secs(100));
+        let cache = cache(&source, &clock);
+        run(async {
+            let first = cache.get("a").await.unwrap();
+            source.fail_with(Some(503));
+            clock.advance(Duration::from_secs(94));
+            assert_eq!(cache.get("a").await.unwrap(), first);
+            settle(&cache, &source, 2).await;
+
+            // The refresh failed 1.5 s ago, within FAILURE_TTL, but that window is only for
+            // audiences that never had a token: the expired one is replaced right away.
+            source.fail_with(None);
+            clock.advance(Duration::from_millis(1500));
+            assert_eq!(cache.get("a").await.unwrap().expose(), "fake-a-3");
+        });
     }
 
     #[test]

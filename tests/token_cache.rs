@@ -76,14 +76,21 @@ fn short_lived_tokens_are_refreshed_without_failures() {
         let mut tokens = Vec::new();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(8) {
-            let token = cache.get("vault").await.expect("no failure while refreshing");
+            let token = cache
+                .get("vault")
+                .await
+                .expect("no failure while refreshing");
             tokens.push(token.expose().to_string());
             async_std::task::sleep(Duration::from_millis(50)).await;
         }
         tokens
     });
     let distinct: HashSet<_> = tokens.iter().collect();
-    assert!(distinct.len() >= 3, "only {} tokens over 8 s", distinct.len());
+    assert!(
+        distinct.len() >= 3,
+        "only {} tokens over 8 s",
+        distinct.len()
+    );
     // Refreshes happen once per token, not per call.
     assert!(server.calls_for("vault") <= distinct.len() + 1);
     assert!(tokens.len() > 4 * server.calls_for("vault"));
@@ -139,7 +146,10 @@ fn a_failing_refresh_keeps_the_old_token_until_it_expires() {
                 Ok(token) => assert_eq!(token, first, "a token appeared while the API fails"),
                 Err(error) => break error,
             }
-            assert!(issued_at.elapsed() < Duration::from_secs(20), "never expired");
+            assert!(
+                issued_at.elapsed() < Duration::from_secs(20),
+                "never expired"
+            );
             async_std::task::sleep(Duration::from_millis(50)).await;
         };
         // Served past the refresh point (80% of 3 s), i.e. refresh failures were hidden.
@@ -177,4 +187,40 @@ fn a_failing_first_request_is_remembered() {
     });
     assert_eq!(server.calls_for("vault"), 1);
     assert_eq!(cache.stats().failures, 1);
+}
+
+#[test]
+fn an_api_outage_is_bridged_by_the_current_token() {
+    common::init_logging();
+    let server = FakeApiServer::builder()
+        .token_lifetime(Duration::from_secs(6))
+        .start();
+    let cache = cache_for(&server);
+    common::block_on(async {
+        let first = cache.get("vault").await.unwrap();
+        server.stop();
+
+        // The refresh (due after 4.8 s) fails against the stopped server; callers do not see it.
+        while cache.stats().failures == 0 {
+            assert_eq!(cache.get("vault").await.unwrap(), first);
+            async_std::task::sleep(Duration::from_millis(50)).await;
+        }
+        server.restart();
+
+        let started = Instant::now();
+        loop {
+            if let Ok(token) = cache.get("vault").await {
+                if token != first {
+                    assert_eq!(audience_of(token.expose()), Some("vault"));
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no new token after restart"
+            );
+            async_std::task::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert_eq!(server.calls_for("vault"), 2);
 }

@@ -24,7 +24,10 @@ fn client(server: &FakeApiServer) -> TokenClient {
 }
 
 /// Runs the blocking client call off the test thread, bounded by the test timeout.
-fn request(client: &std::sync::Arc<TokenClient>, audience: &str) -> Result<kube_audience_proxy::token::IssuedToken, KubeError> {
+fn request(
+    client: &std::sync::Arc<TokenClient>,
+    audience: &str,
+) -> Result<kube_audience_proxy::token::IssuedToken, KubeError> {
     let (client, audience) = (client.clone(), audience.to_string());
     common::block_on(common::blocking(move || client.request_token(&audience)))
 }
@@ -58,7 +61,10 @@ fn issues_a_token_for_the_audience() {
     let before = SystemTime::now();
     let issued = request(&client, "https://vault.example").unwrap();
 
-    assert_eq!(audience_of(issued.token.expose()), Some("https://vault.example"));
+    assert_eq!(
+        audience_of(issued.token.expose()),
+        Some("https://vault.example")
+    );
     let lifetime = issued.expires_at.duration_since(before).unwrap();
     assert!(lifetime > Duration::from_secs(3500) && lifetime <= Duration::from_secs(3601));
     assert!(!format!("{issued:?}").contains("fake-token."));
@@ -67,7 +73,10 @@ fn issues_a_token_for_the_audience() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0]["apiVersion"], "authentication.k8s.io/v1");
     assert_eq!(requests[0]["kind"], "TokenRequest");
-    assert_eq!(requests[0]["spec"]["audiences"], serde_json::json!(["https://vault.example"]));
+    assert_eq!(
+        requests[0]["spec"]["audiences"],
+        serde_json::json!(["https://vault.example"])
+    );
     assert_eq!(requests[0]["spec"]["expirationSeconds"], 3600);
     assert!(requests[0]["spec"].get("boundObjectRef").is_none());
 }
@@ -79,7 +88,9 @@ fn binds_tokens_to_the_pod_when_asked() {
     request(&client, "a").unwrap();
     assert_eq!(
         server.bound_object_refs(),
-        vec![serde_json::json!({"kind": "Pod", "apiVersion": "v1", "name": "web-0", "uid": "0000-fake-uid"})]
+        vec![
+            serde_json::json!({"kind": "Pod", "apiVersion": "v1", "name": "web-0", "uid": "0000-fake-uid"})
+        ]
     );
 }
 
@@ -104,7 +115,9 @@ fn api_failures_surface_code_reason_and_message() {
         assert_eq!(*http_status, status);
         let text = err.to_string();
         assert!(
-            text.starts_with(&format!("token request for audience \"vault\" failed: {expected}")),
+            text.starts_with(&format!(
+                "token request for audience \"vault\" failed: {expected}"
+            )),
             "{text}"
         );
         assert_eq!(err.is_retryable(), status >= 500, "{status}");
@@ -119,7 +132,13 @@ fn wrong_service_account_and_short_expiry_are_refused_by_the_api() {
     let mut settings = server.api_settings();
     settings.service_account = "nobody".into();
     let client = std::sync::Arc::new(
-        TokenClient::new(&settings, 60, Duration::from_secs(5), Duration::from_secs(10)).unwrap(),
+        TokenClient::new(
+            &settings,
+            60,
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        )
+        .unwrap(),
     );
     let err = request(&client, "a").unwrap_err();
     assert_eq!(
@@ -128,12 +147,21 @@ fn wrong_service_account_and_short_expiry_are_refused_by_the_api() {
     );
 
     let client = std::sync::Arc::new(
-        TokenClient::new(&server.api_settings(), 60, Duration::from_secs(5), Duration::from_secs(10))
-            .unwrap(),
+        TokenClient::new(
+            &server.api_settings(),
+            60,
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        )
+        .unwrap(),
     );
     let err = request(&client, "a").unwrap_err();
     assert!(err.to_string().contains("422 Invalid: "), "{err}");
-    assert!(err.to_string().contains("may not specify a duration less than 10 minutes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -145,13 +173,24 @@ fn a_certificate_from_another_ca_is_a_tls_error() {
     let mut settings = server.api_settings();
     settings.ca_file = Some(other_ca);
     let client = std::sync::Arc::new(
-        TokenClient::new(&settings, 3600, Duration::from_secs(5), Duration::from_secs(10)).unwrap(),
+        TokenClient::new(
+            &settings,
+            3600,
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+        )
+        .unwrap(),
     );
 
     let err = request(&client, "a").unwrap_err();
     assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
     assert!(err.source().is_some());
-    assert!(chain(&err).starts_with("token request for audience \"a\" failed: tls with https://127.0.0.1:"), "{}", chain(&err));
+    assert!(
+        chain(&err)
+            .starts_with("token request for audience \"a\" failed: tls with https://127.0.0.1:"),
+        "{}",
+        chain(&err)
+    );
     assert_no_secrets(&err);
     assert_eq!(server.calls_for("a"), 0);
 }
@@ -164,9 +203,17 @@ fn a_ca_file_without_certificates_is_refused_at_start() {
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let mut settings = server.api_settings();
     settings.ca_file = Some(empty.clone());
-    let err = TokenClient::new(&settings, 3600, Duration::from_secs(1), Duration::from_secs(1))
-        .unwrap_err();
-    assert_eq!(err.to_string(), format!("ca file {} holds no certificate", empty.display()));
+    let err = TokenClient::new(
+        &settings,
+        3600,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("ca file {} holds no certificate", empty.display())
+    );
 }
 
 #[test]
@@ -224,7 +271,10 @@ fn a_persistent_401_is_reported_after_one_retry() {
     let client = std::sync::Arc::new(client(&server));
     server.fail_all(401);
     let err = request(&client, "a").unwrap_err();
-    assert_eq!(err.to_string(), "token request for audience \"a\" failed: 401 Unauthorized: Unauthorized");
+    assert_eq!(
+        err.to_string(),
+        "token request for audience \"a\" failed: 401 Unauthorized: Unauthorized"
+    );
     assert_eq!(server.calls_for("a"), 2);
     assert_no_secrets(&err);
 }
@@ -235,6 +285,9 @@ fn an_empty_mounted_token_file_names_the_path() {
     let client = std::sync::Arc::new(client(&server));
     std::fs::write(server.token_file(), "\n").unwrap();
     let err = request(&client, "a").unwrap_err();
-    assert_eq!(err.to_string(), format!("api token file {} is empty", server.token_file().display()));
+    assert_eq!(
+        err.to_string(),
+        format!("api token file {} is empty", server.token_file().display())
+    );
     assert_eq!(server.total_calls(), 0);
 }

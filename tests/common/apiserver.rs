@@ -371,7 +371,11 @@ impl State {
             return not_found_path();
         };
         if req.method() != http_types::Method::Post {
-            return status_response(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+            return status_response(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            );
         }
         let (ns, sa) = (ns.to_string(), sa.to_string());
 
@@ -385,7 +389,12 @@ impl State {
         if let Some(parsed) = &parsed {
             self.requests.lock().unwrap().push(parsed.clone());
         }
-        *self.calls.lock().unwrap().entry(audience.clone()).or_default() += 1;
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(audience.clone())
+            .or_default() += 1;
 
         let delay = self.delays.lock().unwrap().get(&audience).copied();
         if let Some(delay) = delay {
@@ -406,19 +415,33 @@ impl State {
         }
 
         if ns != self.namespace || sa != self.service_account {
-            return status_response(404, "NotFound", &format!("serviceaccounts \"{sa}\" not found"));
+            return status_response(
+                404,
+                "NotFound",
+                &format!("serviceaccounts \"{sa}\" not found"),
+            );
         }
 
         let Some(request) = parsed else {
             return status_response(400, "BadRequest", "the request body is not valid JSON");
         };
-        if request["apiVersion"] != "authentication.k8s.io/v1" || request["kind"] != "TokenRequest" {
-            return status_response(400, "BadRequest", "the body is not an authentication.k8s.io/v1 TokenRequest");
+        if request["apiVersion"] != "authentication.k8s.io/v1" || request["kind"] != "TokenRequest"
+        {
+            return status_response(
+                400,
+                "BadRequest",
+                "the body is not an authentication.k8s.io/v1 TokenRequest",
+            );
         }
         if audience.is_empty() {
-            return invalid(&sa, "spec.audiences: Required value: at least one audience is required");
+            return invalid(
+                &sa,
+                "spec.audiences: Required value: at least one audience is required",
+            );
         }
-        let requested = request["spec"]["expirationSeconds"].as_u64().unwrap_or(3600);
+        let requested = request["spec"]["expirationSeconds"]
+            .as_u64()
+            .unwrap_or(3600);
         if requested < MIN_EXPIRATION_SECONDS {
             return invalid(
                 &sa,
@@ -489,7 +512,11 @@ impl State {
 }
 
 fn not_found_path() -> Response {
-    status_response(404, "NotFound", "the server could not find the requested resource")
+    status_response(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 fn invalid(sa: &str, cause: &str) -> Response {
