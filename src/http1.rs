@@ -141,6 +141,10 @@ impl std::error::Error for HeadError {
     }
 }
 
+/// Parses a complete head at the start of the bytes, returning it and its length, or `None`
+/// when more bytes are needed.
+type HeadParser<T> = fn(&[u8]) -> Result<Option<(T, usize)>, HeadError>;
+
 /// A stream with a read buffer that survives between messages, so bytes that arrive behind a
 /// head (a pipelined request, the first TLS record after CONNECT) are never lost.
 pub struct BufIo<S> {
@@ -214,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BufIo<S> {
         idle: Duration,
         head_time: Duration,
         skip_empty_lines: bool,
-        parse: fn(&[u8]) -> Result<Option<(T, usize)>, HeadError>,
+        parse: HeadParser<T>,
     ) -> Result<T, HeadError> {
         let mut deadline: Option<Instant> = None;
         // How far the pending bytes were already searched for the end of the head, so a

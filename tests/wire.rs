@@ -22,6 +22,10 @@ fn through(proxy: &TestProxy, target: &RawTarget, method: &str, path: &str) -> (
     split_response(&raw_exchange(proxy.addr(), request.as_bytes()))
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn run(test: impl FnOnce(&TestProxy) + Send + 'static) {
     common::block_on(with_timeout(async move {
         let api = FakeApiServer::builder().start();
@@ -33,7 +37,8 @@ fn run(test: impl FnOnce(&TestProxy) + Send + 'static) {
 #[test]
 fn a_response_without_date_passes_intact() {
     run(|proxy| {
-        let target = RawTarget::start(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
+        let target =
+            RawTarget::start(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
         let (head, body) = through(proxy, &target, "GET", "/");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(!head.to_ascii_lowercase().contains("date:"), "{head}");
@@ -51,10 +56,14 @@ fn responses_without_a_body_keep_their_content_length_and_do_not_hang() {
         assert!(body.is_empty());
 
         for status in ["304 Not Modified", "204 No Content"] {
-            let response = format!("HTTP/1.1 {status}\r\nContent-Length: 99\r\nETag: \"x\"\r\n\r\n");
+            let response =
+                format!("HTTP/1.1 {status}\r\nContent-Length: 99\r\nETag: \"x\"\r\n\r\n");
             let target = RawTarget::start(Box::leak(response.into_bytes().into_boxed_slice()));
             let (head, body) = through(proxy, &target, "GET", "/");
-            assert!(head.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{head}");
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{head}"
+            );
             assert!(head.contains("ETag: \"x\"\r\n"), "{head}");
             assert!(body.is_empty(), "{status} grew a body");
         }
@@ -95,7 +104,10 @@ fn an_http_1_0_client_gets_no_chunked_framing_and_a_close() {
         assert_eq!(body, b"hello world");
         // The target got a Host field even though the client sent none.
         let sent = String::from_utf8(target.requests()[0].clone()).unwrap();
-        assert!(sent.contains(&format!("Host: {}\r\n", target.addr())), "{sent}");
+        assert!(
+            sent.contains(&format!("Host: {}\r\n", target.addr())),
+            "{sent}"
+        );
     });
 }
 
@@ -104,10 +116,17 @@ fn pipelined_requests_are_answered_in_order() {
     run(|proxy| {
         let target = RawTarget::start_with(
             |head| {
-                let line = String::from_utf8_lossy(head).lines().next().unwrap().to_string();
+                let line = String::from_utf8_lossy(head)
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_string();
                 let path = line.split(' ').nth(1).unwrap().to_string();
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}", path.len())
-                    .into_bytes()
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+                    path.len()
+                )
+                .into_bytes()
             },
             false,
         );
@@ -118,13 +137,19 @@ fn pipelined_requests_are_answered_in_order() {
             );
         }
         let mut client = TcpStream::connect(proxy.addr()).unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         client.write_all(&request).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while !got.ends_with(b"/three") {
             let n = client.read(&mut buf).unwrap();
-            assert!(n > 0, "connection closed early: {}", String::from_utf8_lossy(&got));
+            assert!(
+                n > 0,
+                "connection closed early: {}",
+                String::from_utf8_lossy(&got)
+            );
             got.extend_from_slice(&buf[..n]);
         }
         let text = String::from_utf8(got).unwrap();
@@ -137,13 +162,19 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn header_values_that_are_not_utf8_pass_both_ways() {
     run(|proxy| {
-        let target = RawTarget::start(b"HTTP/1.1 200 OK\r\nX-Back: caf\xe9\r\nContent-Length: 0\r\n\r\n");
-        let mut request = format!("GET {} HTTP/1.1\r\nHost: t\r\nX-Name: ", target.url("/u")).into_bytes();
+        let target =
+            RawTarget::start(b"HTTP/1.1 200 OK\r\nX-Back: caf\xe9\r\nContent-Length: 0\r\n\r\n");
+        let mut request =
+            format!("GET {} HTTP/1.1\r\nHost: t\r\nX-Name: ", target.url("/u")).into_bytes();
         request.extend_from_slice(b"na\xefve\r\nConnection: close\r\n\r\n");
         let resp = raw_exchange(proxy.addr(), &request);
-        assert!(resp.windows(13).any(|w| w == b"X-Back: caf\xe9\r\n"), "{:?}", String::from_utf8_lossy(&resp));
+        assert!(
+            contains(&resp, b"X-Back: caf\xe9\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&resp)
+        );
         let sent = &target.requests()[0];
-        assert!(sent.windows(15).any(|w| w == b"X-Name: na\xefve\r\n"));
+        assert!(contains(sent, b"X-Name: na\xefve\r\n"));
     });
 }
 
@@ -156,7 +187,8 @@ fn an_upstream_closing_mid_body_is_seen_as_truncation() {
         // The connection closes after fewer bytes than announced: the client can tell.
         assert_eq!(body, b"only part");
 
-        let chunked = RawTarget::start(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart");
+        let chunked =
+            RawTarget::start(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart");
         let (_, body) = through(proxy, &chunked, "GET", "/cut");
         assert!(!body.ends_with(b"0\r\n\r\n"), "a cut body looked complete");
     });

@@ -57,7 +57,8 @@ pub(crate) async fn forward(
         Some(audience) => match ctx.tokens.get(audience).await {
             Ok(token) => Some(token),
             Err(e) => {
-                let e = ProxyError::Token(e.to_string());
+                // The cache's own message names the audience; the client needs the API's reason.
+                let e = ProxyError::Token(e.kube_error().to_string());
                 let close = prepared.body != BodyKind::None;
                 return super::respond_error(client, &head, &e, close).await;
             }

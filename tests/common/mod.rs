@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod harness;
+pub mod target;
 pub mod tempdir;
 
 use std::future::Future;

@@ -123,7 +123,10 @@ async fn answer(mut req: Request, seen: Arc<Mutex<Vec<Seen>>>) -> Response {
         .and_then(audience_of)
         .map(str::to_string);
     let host = header("host");
-    let header_names = req.header_names().map(|n| n.as_str().to_lowercase()).collect();
+    let header_names = req
+        .header_names()
+        .map(|n| n.as_str().to_lowercase())
+        .collect();
 
     let mut body = req.take_body();
     let (body_len, body_checksum) = checksum_reader(&mut body).await;
