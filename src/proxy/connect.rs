@@ -78,7 +78,7 @@ pub(super) async fn handle(
         Ok(Ok(bytes)) => bytes[0],
         Err(_) => {
             debug!(
-                "tunnel idle before its first byte peer={peer} target={}",
+                "tunnel idle before its first byte peer={peer} upstream={}",
                 tunnel.target
             );
             return;
@@ -89,7 +89,7 @@ pub(super) async fn handle(
             target: Target::new(false, host, port),
             ..tunnel
         };
-        debug!("plain-HTTP tunnel peer={peer} target={}", tunnel.target);
+        debug!("plain-HTTP tunnel peer={peer} upstream={}", tunnel.target);
         Box::pin(serve_connection(ctx, client, peer, Some(&tunnel))).await;
         return;
     }
@@ -106,20 +106,20 @@ pub(super) async fn handle(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             debug!(
-                "tunnel handshake failed peer={peer} target={} error=\"{e}\"",
+                "tunnel handshake failed peer={peer} upstream={} error=\"{e}\"",
                 tunnel.target
             );
             return;
         }
         Err(_) => {
             debug!(
-                "tunnel handshake timed out peer={peer} target={}",
+                "tunnel handshake timed out peer={peer} upstream={}",
                 tunnel.target
             );
             return;
         }
     };
-    debug!("tunnel established peer={peer} target={}", tunnel.target);
+    debug!("tunnel established peer={peer} upstream={}", tunnel.target);
     let inner: Box<dyn Io> = Box::new(tls);
     // Boxed: this future is part of `serve_connection`'s own.
     Box::pin(serve_connection(

@@ -83,14 +83,14 @@ pub(crate) async fn forward(
         }
         Err(Failure::Abort(why)) => {
             debug!(
-                "request aborted method={} target={} error=\"{}\"",
+                "request aborted method={} upstream={} error=\"{}\"",
                 head.method, prepared.target, why
             );
             return Next::Close;
         }
     };
     debug!(
-        "request method={} target={} path={} audience={} status={} elapsed_ms={}",
+        "request method={} upstream={} path={} audience={} status={} elapsed_ms={}",
         head.method,
         prepared.target,
         path_only(&prepared.origin_target),
@@ -224,7 +224,7 @@ async fn exchange(
             Err(SendError::UpstreamGone(_)) if retry && conn.reused => {
                 retry = false;
                 debug!(
-                    "pooled connection was closed, retrying target={}",
+                    "pooled connection was closed, retrying upstream={}",
                     prepared.target
                 );
                 conn = ctx

@@ -145,9 +145,8 @@ pub(crate) async fn respond_error(
         || http1::has_token(&request.headers, "connection", "close");
     let next = if close { Next::Close } else { Next::KeepAlive };
     debug!(
-        "request refused method={} target_len={} status={} error=\"{}\"",
+        "request refused method={} status={} error=\"{}\"",
         request.method,
-        request.target.len(),
         error.status(),
         error
     );
