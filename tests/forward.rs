@@ -380,3 +380,39 @@ fn hop_by_hop_headers_are_removed_and_host_is_kept() {
         assert_eq!(body, b"ok");
     }));
 }
+
+#[test]
+fn short_lived_tokens_are_refreshed_without_a_failed_request() {
+    common::block_on(with_timeout(async {
+        let api = FakeApiServer::builder()
+            .token_lifetime(Duration::from_secs(2))
+            .start();
+        let target = HttpTarget::start().await;
+        let proxy = start_proxy(&api, |_| {}).await;
+        let agent = proxy.agent();
+
+        let started = std::time::Instant::now();
+        let mut served = 0;
+        while started.elapsed() < Duration::from_secs(7) {
+            let (status, body) = get(&agent, &target.url("/m?kubernetes-audience=brief"));
+            assert_eq!(status, 200, "{body}");
+            served += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Every request carried a token for its audience, and the token was renewed on the way.
+        assert!(target
+            .seen()
+            .iter()
+            .all(|s| s.token_audience.as_deref() == Some("brief")));
+        assert_eq!(target.seen().len(), served);
+        assert!(
+            api.calls_for("brief") >= 3,
+            "calls: {}",
+            api.calls_for("brief")
+        );
+        let distinct: std::collections::HashSet<_> =
+            target.seen().into_iter().map(|s| s.authorization).collect();
+        assert!(distinct.len() >= 3);
+    }));
+}

@@ -193,3 +193,59 @@ fn an_upstream_closing_mid_body_is_seen_as_truncation() {
         assert!(!body.ends_with(b"0\r\n\r\n"), "a cut body looked complete");
     });
 }
+
+#[test]
+fn a_half_sent_head_gets_408_and_an_idle_connection_is_closed() {
+    common::block_on(with_timeout(async {
+        let api = FakeApiServer::builder().start();
+        let proxy = start_proxy(&api, |c| {
+            c.timeouts.client_head = Duration::from_millis(300);
+            c.timeouts.client_idle = Duration::from_millis(600);
+        })
+        .await;
+        let addr = proxy.addr();
+        common::blocking(move || {
+            let mut slow = TcpStream::connect(addr).unwrap();
+            slow.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            slow.write_all(b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            let _ = slow.read_to_end(&mut got);
+            let (head, _) = split_response(&got);
+            assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
+
+            let mut idle = TcpStream::connect(addr).unwrap();
+            idle.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut got = Vec::new();
+            let n = idle.read_to_end(&mut got).unwrap();
+            assert_eq!(
+                n,
+                0,
+                "an idle connection got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        })
+        .await;
+    }));
+}
+
+#[test]
+fn an_http_1_1_request_without_host_is_served_with_the_targets_authority() {
+    run(|proxy| {
+        let target = RawTarget::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let request = format!(
+            "GET {} HTTP/1.1\r\nConnection: close\r\n\r\n",
+            target.url("/nohost")
+        );
+        let (head, body) = split_response(&raw_exchange(proxy.addr(), request.as_bytes()));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body, b"ok");
+        let sent = String::from_utf8(target.requests()[0].clone()).unwrap();
+        assert!(
+            sent.contains(&format!("Host: {}\r\n", target.addr())),
+            "{sent}"
+        );
+    });
+}
