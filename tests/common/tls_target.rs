@@ -298,13 +298,23 @@ pub fn client_config(
     pems: &[&str],
     versions: Option<&[&'static SupportedProtocolVersion]>,
 ) -> Arc<ClientConfig> {
+    let certs = pems
+        .iter()
+        .flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()))
+        .map(|cert| cert.expect("PEM certificate"))
+        .collect();
+    client_config_der(certs, versions)
+}
+
+/// Like [`client_config`], trusting DER certificates (a self-signed end-entity certificate
+/// works as its own anchor).
+pub fn client_config_der(
+    certs: Vec<CertificateDer<'static>>,
+    versions: Option<&[&'static SupportedProtocolVersion]>,
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    for pem in pems {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots
-                .add(cert.expect("PEM certificate"))
-                .expect("trust anchor");
-        }
+    for cert in certs {
+        roots.add(cert).expect("trust anchor");
     }
     let builder = ClientConfig::builder_with_provider(ring());
     let builder = match versions {
