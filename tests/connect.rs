@@ -655,10 +655,10 @@ fn connect_without_a_port_or_to_the_proxy_itself_fails_cleanly() {
         // A tunnel to the proxy's own listener: refused when the first request is forwarded.
         let own = proxy.addr().to_string();
         let mut tcp = open_tunnel(proxy.addr(), &own).await;
-        let answer = exchange(&mut tcp, &get("/", &own)).await;
-        if let Some(answer) = answer {
-            assert_eq!(answer.status, 400, "{answer:?}");
-            assert!(answer.body.contains("loop"), "{}", answer.body);
-        }
+        let answer = exchange(&mut tcp, &get("/", &own))
+            .await
+            .expect("an answer inside the tunnel");
+        assert_eq!(answer.status, 400, "{answer:?}");
+        assert!(answer.body.contains("loop"), "{}", answer.body);
     });
 }

@@ -33,6 +33,7 @@ pub fn ring() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A test CA: its certificate as PEM, and an issuer to sign server certificates with.
 pub struct TestCa {
+    /// The CA certificate, PEM.
     pub pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -54,6 +55,20 @@ impl TestCa {
 
     /// A server certificate for `localhost` and `127.0.0.1`, with its key, as DER.
     pub fn issue_localhost(&self) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.sign_localhost();
+        (
+            cert.der().clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+
+    /// Like [`issue_localhost`](Self::issue_localhost), as PEM strings (certificate, key).
+    pub fn issue_localhost_pem(&self) -> (String, String) {
+        let (cert, key) = self.sign_localhost();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn sign_localhost(&self) -> (rcgen::Certificate, KeyPair) {
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
         params
             .subject_alt_names
@@ -63,21 +78,7 @@ impl TestCa {
             .push(DnType::CommonName, "test https target");
         let key = KeyPair::generate().expect("server key");
         let cert = params.signed_by(&key, &self.issuer).expect("server cert");
-        (
-            cert.der().clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-    }
-
-    /// Like [`issue_localhost`](Self::issue_localhost), as PEM strings (certificate, key).
-    pub fn issue_localhost_pem(&self) -> (String, String) {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &self.issuer).expect("server cert");
-        (cert.pem(), key.serialize_pem())
+        (cert, key)
     }
 }
 
@@ -171,10 +172,12 @@ impl TlsTarget {
         }
     }
 
+    /// The bound loopback address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The bound port.
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -194,14 +197,17 @@ impl TlsTarget {
         &self.ca_file
     }
 
+    /// The target's own CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 
+    /// Every request received so far, oldest first.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The latest request received; panics if there was none.
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the target saw no request")
     }
@@ -337,8 +343,8 @@ pub async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin>(
     TlsConnector::from(config).connect(name, stream).await
 }
 
-/// Sends `CONNECT authority` on `stream` and reads the proxy's answer head. Returns the
-/// answer head as text; bytes after it are not expected, as the client speaks next.
+/// Sends `CONNECT authority` on `stream` and returns the proxy's answer head as text.
+/// Panics if the stream ends before a whole head.
 pub async fn send_connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     authority: &str,
@@ -377,7 +383,9 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// The status line and fields, up to and including the blank line.
     pub head: String,
+    /// The body, lossily decoded as UTF-8.
     pub body: String,
 }
 
