@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use async_std::net::TcpListener;
 use async_std::task::JoinHandle;
 use log::{info, warn};
+use rustls_pki_types::CertificateDer;
 
 use crate::config::Config;
 use crate::kube::{KubeError, TokenClient};
@@ -68,7 +69,11 @@ pub struct RunningProxy {
     pub secure_addr: Option<SocketAddr>,
     /// The interception CA certificate, as written to the CA file.
     pub ca_pem: String,
+    /// Where the CA certificate was written.
     pub ca_file: PathBuf,
+    /// The certificate the TLS listener presents (generated or loaded), if it is configured;
+    /// a client of a generated one can pin it.
+    pub listener_certificate: Option<CertificateDer<'static>>,
     context: Arc<ProxyContext>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -128,6 +133,7 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
     );
 
     let mut listeners = Vec::new();
+    let mut listener_certificate = None;
     if let Some(addr) = config.insecure_listen {
         let listener = bind("--insecure-listen-address", addr).await?;
         listeners.push((listener, None));
@@ -138,6 +144,7 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         if tls.generated {
             info!("generated a self-signed certificate for the TLS listener");
         }
+        listener_certificate = Some(tls.certificate);
         let acceptor = futures_rustls::TlsAcceptor::from(tls.server_config);
         listeners.push((listener, Some(acceptor)));
     }
@@ -184,6 +191,7 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         secure_addr,
         ca_pem,
         ca_file: config.ca_file_destination.clone(),
+        listener_certificate,
         context,
         tasks,
     })

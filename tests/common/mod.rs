@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod harness;
 pub mod target;
 pub mod tempdir;
+pub mod tls_target;
 
 use std::future::Future;
 use std::time::Duration;
