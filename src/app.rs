@@ -7,8 +7,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_std::net::TcpListener;
 use async_std::task::JoinHandle;
@@ -17,7 +18,8 @@ use rustls_pki_types::CertificateDer;
 
 use crate::config::Config;
 use crate::kube::{KubeError, TokenClient};
-use crate::proxy::{self, Interception, ProxyContext};
+use crate::ops::{self, Health, Metrics, OpsState};
+use crate::proxy::{self, ConnectionPermits, Interception, ProxyContext};
 use crate::signal::TerminationSignals;
 use crate::tls::{self, CertAuthority, Interceptor, TlsError};
 use crate::token::{CacheSettings, TokenCache};
@@ -74,6 +76,8 @@ pub struct RunningProxy {
     /// The certificate the TLS listener presents (generated or loaded), if it is configured;
     /// a client of a generated one can pin it.
     pub listener_certificate: Option<CertificateDer<'static>>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, if configured.
+    pub metrics_addr: Option<SocketAddr>,
     context: Arc<ProxyContext>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -84,8 +88,25 @@ impl RunningProxy {
         &self.context
     }
 
-    /// Stops accepting connections. Connections already accepted finish on their own.
+    /// Stops accepting connections and reports not ready. Connections waiting for their next
+    /// request close at once; requests in flight may finish. Returns once every client
+    /// connection has closed (true) or `grace` has passed (false).
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.context.health.set_draining();
+        let deadline = Instant::now() + grace;
+        while self.context.metrics.connections.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            async_std::task::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops every listener, the metrics listener included. Connections already accepted
+    /// finish on their own.
     pub async fn stop(self) {
+        self.context.health.set_draining();
         for task in self.tasks {
             task.cancel().await;
         }
@@ -101,6 +122,13 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         config.timeouts.token_call,
     )
     .map_err(AppError::TokenClient)?;
+    let client = match &config.serving.bound_pod {
+        Some(pod) => {
+            info!("binding tokens to the pod pod={} uid={}", pod.name, pod.uid);
+            client.with_bound_pod(&pod.name, &pod.uid)
+        }
+        None => client,
+    };
     let tokens = TokenCache::new(Arc::new(client), CacheSettings::default());
 
     let now = SystemTime::now();
@@ -163,6 +191,12 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         }
     }
 
+    let metrics_listener = match config.serving.metrics_listen {
+        Some(addr) => Some(bind("--metrics-listen-address", addr).await?),
+        None => None,
+    };
+    warn_if_exposed(config, &listeners);
+
     let context = Arc::new(ProxyContext {
         audience_parameter: config.audience_parameter.clone(),
         policy: config.policy.clone(),
@@ -170,9 +204,13 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         upstream,
         interception: Some(Interception::new(Arc::new(leaf_config))),
         timeouts: config.timeouts.clone(),
+        credentials: config.serving.proxy_credentials.clone(),
+        metrics: Metrics::default(),
+        health: Health::default(),
     });
 
     let mut tasks = Vec::new();
+    let permits = ConnectionPermits::new(config.serving.max_connections);
     for (listener, tls) in listeners {
         let addr = listener
             .local_addr()
@@ -183,8 +221,23 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
             context.clone(),
             listener,
             tls,
+            permits.clone(),
         )));
     }
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics_listener {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        info!("serving health and metrics addr={addr}");
+        metrics_addr = Some(addr);
+        let state = Arc::new(OpsState {
+            proxy: context.clone(),
+            interceptor,
+        });
+        tasks.push(async_std::task::spawn(ops::serve(listener, state)));
+    }
+    context.health.set_ready();
 
     Ok(RunningProxy {
         insecure_addr,
@@ -192,9 +245,28 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         ca_pem,
         ca_file: config.ca_file_destination.clone(),
         listener_certificate,
+        metrics_addr,
         context,
         tasks,
     })
+}
+
+/// Anyone who reaches a proxy listener can mint tokens: say so when a listener is reachable
+/// from outside the machine and nothing else limits what it hands out.
+fn warn_if_exposed(
+    config: &Config,
+    listeners: &[(TcpListener, Option<futures_rustls::TlsAcceptor>)],
+) {
+    if config.serving.proxy_credentials.is_some() || config.policy.is_restricted() {
+        return;
+    }
+    for (listener, _) in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            if !addr.ip().is_loopback() {
+                warn!("listening beyond loopback without --proxy-credentials-file or --allowed-audiences: anyone who can connect can obtain tokens for any audience addr={addr}");
+            }
+        }
+    }
 }
 
 async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -218,12 +290,37 @@ pub fn run(config: Config) -> Result<(), AppError> {
         let running = start(&config).await?;
         info!("wrote CA certificate path={}", running.ca_file.display());
 
-        let signal = async_std::task::spawn_blocking(move || signals.wait()).await;
-        match signal {
-            Ok(name) => info!("shutting down signal={name}"),
-            Err(e) => warn!("waiting for signals failed, shutting down error=\"{e}\""),
+        // One thread takes the signals for the whole process and forwards them.
+        let (signal_tx, signal_rx) = async_std::channel::unbounded();
+        std::thread::spawn(move || loop {
+            let received = signals.wait();
+            if signal_tx.send_blocking(received).is_err() {
+                return;
+            }
+        });
+
+        match signal_rx.recv().await {
+            Ok(Ok(name)) => info!("shutting down signal={name}"),
+            Ok(Err(e)) => warn!("waiting for signals failed, shutting down error=\"{e}\""),
+            Err(_) => warn!("signal thread ended, shutting down"),
         }
-        running.stop().await;
+        let grace = config.serving.shutdown_grace_period;
+        let drained = proxy::first_of(async { Some(running.drain(grace).await) }, async {
+            let second = signal_rx.recv().await;
+            if let Ok(Ok(name)) = second {
+                info!("second signal, exiting at once signal={name}");
+            }
+            None
+        })
+        .await;
+        match drained {
+            Some(true) => info!("all connections closed, exiting"),
+            Some(false) => warn!(
+                "shutdown grace period over, exiting with requests still in flight grace_s={}",
+                grace.as_secs_f32()
+            ),
+            None => {}
+        }
         Ok(())
     })
 }

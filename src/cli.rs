@@ -43,6 +43,17 @@ const SINGLE_VALUE_OPTIONS: &[&str] = &[
     "--ca-file-destination",
     "--log-level",
     "--log-format",
+    "--metrics-listen-address",
+    "--shutdown-grace-period",
+    "--bound-pod-name",
+    "--bound-pod-uid",
+    "--proxy-credentials-file",
+    "--max-connections",
+    "--request-head-timeout",
+    "--client-idle-timeout",
+    "--upstream-connect-timeout",
+    "--upstream-response-timeout",
+    "--upstream-idle-timeout",
 ];
 
 /// Options of this tool that may be repeated; every value is kept.
@@ -165,6 +176,50 @@ pub struct Args {
     /// log format on stderr: logfmt (default) or json
     #[argh(option, arg_name = "FORMAT", default = "LogFormat::Logfmt")]
     pub log_format: LogFormat,
+
+    /// address of a separate listener for /healthz, /readyz and /metrics (none by default)
+    #[argh(option, arg_name = "ADDR")]
+    pub metrics_listen_address: Option<String>,
+
+    /// on SIGTERM or SIGINT, how long in-flight requests may take to finish (default 10s)
+    #[argh(option, arg_name = "DURATION")]
+    pub shutdown_grace_period: Option<String>,
+
+    /// name of the pod the tokens are bound to (default $POD_NAME); needs --bound-pod-uid
+    #[argh(option, arg_name = "NAME")]
+    pub bound_pod_name: Option<String>,
+
+    /// uid of the pod the tokens are bound to (default $POD_UID); needs --bound-pod-name
+    #[argh(option, arg_name = "UID")]
+    pub bound_pod_uid: Option<String>,
+
+    /// file holding user:password that clients must send as Proxy-Authorization (Basic)
+    #[argh(option, arg_name = "PATH")]
+    pub proxy_credentials_file: Option<PathBuf>,
+
+    /// most client connections served at once; more wait to be accepted (default 1024)
+    #[argh(option, arg_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// time a client has to send a whole request head once it started (default 30s)
+    #[argh(option, arg_name = "DURATION")]
+    pub request_head_timeout: Option<String>,
+
+    /// idle keep-alive client connections are closed after this (default 90s)
+    #[argh(option, arg_name = "DURATION")]
+    pub client_idle_timeout: Option<String>,
+
+    /// time to connect to an upstream, TLS handshake included (default 10s)
+    #[argh(option, arg_name = "DURATION")]
+    pub upstream_connect_timeout: Option<String>,
+
+    /// time from sending a request to the upstream's response head (default 60s)
+    #[argh(option, arg_name = "DURATION")]
+    pub upstream_response_timeout: Option<String>,
+
+    /// idle pooled upstream connections are closed after this (default 60s)
+    #[argh(option, arg_name = "DURATION")]
+    pub upstream_idle_timeout: Option<String>,
 }
 
 /// The result of a successful [`parse_args`].

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::cli::Args;
 use crate::policy::{AudiencePolicy, PolicyError};
+use crate::proxy::auth::ProxyCredentials;
 
 /// Environment variable naming the ServiceAccount when `--service-account` is not given.
 pub const ENV_SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
@@ -26,6 +27,10 @@ pub const ENV_SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
 pub const ENV_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
 /// Environment variable Kubernetes sets in every pod: the API server's service port.
 pub const ENV_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";
+/// Downward-API variable with the pod's name, for binding tokens to the pod.
+pub const ENV_POD_NAME: &str = "POD_NAME";
+/// Downward-API variable with the pod's uid, for binding tokens to the pod.
+pub const ENV_POD_UID: &str = "POD_UID";
 
 /// Mounted file holding the pod's namespace.
 pub const DEFAULT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -66,7 +71,47 @@ pub struct Config {
     pub ca_file_destination: PathBuf,
     pub upstream_tls: UpstreamTls,
     pub timeouts: Timeouts,
+    pub serving: ServingSettings,
 }
+
+/// How the proxy runs as a sidecar: who may use it, how much it takes on, how it reports
+/// and how it stops.
+#[derive(Debug, Clone)]
+pub struct ServingSettings {
+    /// `--metrics-listen-address`: `/healthz`, `/readyz`, `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--shutdown-grace-period`: how long in-flight requests may finish after a signal.
+    pub shutdown_grace_period: Duration,
+    /// `--bound-pod-name` and `--bound-pod-uid`: tokens die with this pod.
+    pub bound_pod: Option<BoundPod>,
+    /// `--proxy-credentials-file`, parsed.
+    pub proxy_credentials: Option<ProxyCredentials>,
+    /// `--max-connections`: client connections served at once, all listeners together.
+    pub max_connections: usize,
+}
+
+impl Default for ServingSettings {
+    fn default() -> Self {
+        ServingSettings {
+            metrics_listen: None,
+            shutdown_grace_period: Duration::from_secs(10),
+            bound_pod: None,
+            proxy_credentials: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// The pod a token is bound to (`spec.boundObjectRef`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundPod {
+    pub name: String,
+    pub uid: String,
+}
+
+/// Client connections served at once by default. Prometheus keeps about one connection per
+/// target; a thousand covers large scrape configurations while bounding descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// How to reach the API server and who we are there.
 #[derive(Debug, Clone)]
@@ -184,6 +229,8 @@ pub enum ConfigError {
     ParseAllowedAudiences { source: PolicyError },
     /// An `--upstream-ca-file` cannot be read.
     ReadUpstreamCa { path: PathBuf, source: io::Error },
+    /// The `--proxy-credentials-file` cannot be read or does not hold `user:password`.
+    ReadProxyCredentials { path: PathBuf, reason: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -252,6 +299,9 @@ impl fmt::Display for ConfigError {
             ConfigError::ReadUpstreamCa { path, .. } => {
                 write!(f, "cannot read --upstream-ca-file {}", shown_path(path))
             }
+            ConfigError::ReadProxyCredentials { path, reason } => {
+                write!(f, "--proxy-credentials-file {}: {reason}", shown_path(path))
+            }
         }
     }
 }
@@ -298,6 +348,8 @@ impl Config {
         };
 
         let listener_tls = listener_tls(&args)?;
+        let timeouts = timeouts(&args)?;
+        let serving = serving_settings(&args, env)?;
 
         let service_account = match args.service_account {
             Some(name) => Some(name),
@@ -374,9 +426,170 @@ impl Config {
                 extra_ca_files: args.upstream_ca_file,
                 insecure_skip_verify: args.insecure_skip_tls_verify,
             },
-            timeouts: Timeouts::default(),
+            timeouts,
+            serving,
         })
     }
+}
+
+/// `--metrics-listen-address`, the pod binding, proxy credentials and the connection limit.
+fn serving_settings(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServingSettings, ConfigError> {
+    let defaults = ServingSettings::default();
+    let metrics_listen = args
+        .metrics_listen_address
+        .as_deref()
+        .map(|a| parse_listen_address("--metrics-listen-address", a))
+        .transpose()?;
+    let shutdown_grace_period = duration_flag(
+        "--shutdown-grace-period",
+        &args.shutdown_grace_period,
+        defaults.shutdown_grace_period,
+    )?;
+
+    let name = args.bound_pod_name.clone().or_else(|| env(ENV_POD_NAME));
+    let uid = args.bound_pod_uid.clone().or_else(|| env(ENV_POD_UID));
+    let name = name.filter(|n| !n.is_empty());
+    let uid = uid.filter(|u| !u.is_empty());
+    let bound_pod = match (name, uid) {
+        (Some(name), Some(uid)) => Some(BoundPod { name, uid }),
+        // A flag given without its partner is a mistake; a lone variable from the downward
+        // API is not (binding then stays off, as with neither).
+        (Some(name), None) if args.bound_pod_name.is_some() => {
+            return Err(invalid(
+                "--bound-pod-name",
+                &name,
+                "needs --bound-pod-uid (or $POD_UID) too",
+            ));
+        }
+        (None, Some(uid)) if args.bound_pod_uid.is_some() => {
+            return Err(invalid(
+                "--bound-pod-uid",
+                &uid,
+                "needs --bound-pod-name (or $POD_NAME) too",
+            ));
+        }
+        _ => None,
+    };
+
+    let proxy_credentials = match &args.proxy_credentials_file {
+        None => None,
+        Some(path) => {
+            let failed = |reason: String| ConfigError::ReadProxyCredentials {
+                path: path.clone(),
+                reason,
+            };
+            let content = fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+            Some(ProxyCredentials::parse(&content).map_err(|r| failed(r.to_string()))?)
+        }
+    };
+
+    let max_connections = args.max_connections.unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        return Err(invalid("--max-connections", "0", "must be at least 1"));
+    }
+    Ok(ServingSettings {
+        metrics_listen,
+        shutdown_grace_period,
+        bound_pod,
+        proxy_credentials,
+        max_connections,
+    })
+}
+
+/// The timeout flags, over [`Timeouts::default`].
+fn timeouts(args: &Args) -> Result<Timeouts, ConfigError> {
+    let d = Timeouts::default();
+    Ok(Timeouts {
+        client_head: duration_flag(
+            "--request-head-timeout",
+            &args.request_head_timeout,
+            d.client_head,
+        )?,
+        client_idle: duration_flag(
+            "--client-idle-timeout",
+            &args.client_idle_timeout,
+            d.client_idle,
+        )?,
+        upstream_connect: duration_flag(
+            "--upstream-connect-timeout",
+            &args.upstream_connect_timeout,
+            d.upstream_connect,
+        )?,
+        upstream_response: duration_flag(
+            "--upstream-response-timeout",
+            &args.upstream_response_timeout,
+            d.upstream_response,
+        )?,
+        upstream_idle: duration_flag(
+            "--upstream-idle-timeout",
+            &args.upstream_idle_timeout,
+            d.upstream_idle,
+        )?,
+        ..d
+    })
+}
+
+fn invalid(flag: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidFlag {
+        flag,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn duration_flag(
+    flag: &'static str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(text).map_err(|reason| invalid(flag, text, reason)),
+    }
+}
+
+/// Parses a Go-style duration: `10s`, `1m30s`, `500ms`, `2h`; a bare number means seconds.
+/// Zero is refused: every duration here must allow some time.
+pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    const FORM: &str = "expected a duration such as 500ms, 10s, 1m30s or 2h";
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return match secs {
+            0 => Err("must be longer than zero"),
+            _ => Ok(Duration::from_secs(secs)),
+        };
+    }
+    if text.is_empty() {
+        return Err(FORM);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or(FORM)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| FORM)?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(FORM),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_secs_f64(number * scale);
+    }
+    if total.is_zero() {
+        return Err("must be longer than zero");
+    }
+    Ok(total)
 }
 
 /// The API server URL a pod reaches from its `KUBERNETES_SERVICE_HOST` and

@@ -10,6 +10,7 @@ pub mod config;
 pub mod http1;
 pub mod kube;
 pub mod logging;
+pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod signal;

@@ -140,6 +140,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Background refreshes started while a valid token was still being served.
     pub refreshes: u64,
+    /// TokenRequests that succeeded.
+    pub successes: u64,
     /// TokenRequests that failed.
     pub failures: u64,
     /// Audiences currently held.
@@ -213,6 +215,7 @@ struct Inner {
     hits: AtomicU64,
     misses: AtomicU64,
     refreshes: AtomicU64,
+    successes: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -266,6 +269,7 @@ impl TokenCache {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 refreshes: AtomicU64::new(0),
+                successes: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
             }),
         }
@@ -302,6 +306,7 @@ impl TokenCache {
             hits: self.inner.hits.load(Ordering::Relaxed),
             misses: self.inner.misses.load(Ordering::Relaxed),
             refreshes: self.inner.refreshes.load(Ordering::Relaxed),
+            successes: self.inner.successes.load(Ordering::Relaxed),
             failures: self.inner.failures.load(Ordering::Relaxed),
             entries,
         }
@@ -457,6 +462,7 @@ impl Inner {
         entry.flight = None;
         match result {
             Ok(issued) => {
+                self.successes.fetch_add(1, Ordering::Relaxed);
                 log::debug!(
                     "token refresh success audience={audience} expires_in_s={}",
                     secs_until(now, issued.expires_at)

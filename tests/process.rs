@@ -267,3 +267,62 @@ fn the_api_server_down_at_start_up_does_not_stop_the_proxy() {
     }
     assert_eq!(target.last().token_audience.as_deref(), Some("later"));
 }
+
+/// Starts a download of a slowly sent body through `proxy` and returns the thread that
+/// reports how many body bytes arrived.
+fn slow_download(proxy: SocketAddr, total: Duration) -> std::thread::JoinHandle<usize> {
+    let slow = common::target::trickling_target(total);
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(proxy).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(stream, "GET http://{slow}/big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        common::target::split_response(&response).1.len()
+    })
+}
+
+#[test]
+fn sigterm_lets_a_long_download_finish_then_exits_0() {
+    let api = FakeApiServer::builder().start();
+    let dir = TempDir::new();
+    let mut proxy = ProxyProcess::start(&api, &dir, &["--shutdown-grace-period=20s"]);
+    let download = slow_download(proxy.addr, Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_millis(400));
+
+    proxy.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "exited before the download ended"
+    );
+
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        download.join().unwrap(),
+        10_000,
+        "the download was cut short"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let api = FakeApiServer::builder().start();
+    let dir = TempDir::new();
+    let mut proxy = ProxyProcess::start(&api, &dir, &["--shutdown-grace-period=60s"]);
+    let download = slow_download(proxy.addr, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(400));
+
+    proxy.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "did not wait for the download"
+    );
+    proxy.signal(libc::SIGINT);
+
+    assert_eq!(proxy.wait_exit(Duration::from_secs(2)), Some(0));
+    assert!(download.join().unwrap() < 10_000);
+}

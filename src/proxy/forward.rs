@@ -12,6 +12,7 @@ use crate::http1::{
     self, copy_body, encode_request_head, encode_response_head, has_token, BodyError, BodyKind,
     HeadError, OutFraming, RequestHead, ResponseHead,
 };
+use crate::ops::Outcome;
 use crate::token::Token;
 use crate::upstream::{Conn, Target};
 use async_std::io::WriteExt;
@@ -45,9 +46,16 @@ pub(crate) async fn forward(
     let client_wants_close =
         head.minor_version == 0 || has_token(&head.headers, "connection", "close");
 
+    let intercepted = tunnel.is_some();
+    let refuse = |e: &ProxyError| {
+        ctx.metrics
+            .record_request(intercepted, Outcome::Status(e.status()))
+    };
+
     let prepared = match prepare(ctx, &head, tunnel) {
         Ok(p) => p,
         Err(e) => {
+            refuse(&e);
             let body = http1::request_body_kind(&head).unwrap_or(BodyKind::Chunked);
             return super::respond_error(client, &head, &e, body != BodyKind::None).await;
         }
@@ -59,6 +67,7 @@ pub(crate) async fn forward(
             Err(e) => {
                 // The cache's own message names the audience; the client needs the API's reason.
                 let e = ProxyError::Token(e.kube_error().to_string());
+                refuse(&e);
                 let close = prepared.body != BodyKind::None;
                 return super::respond_error(client, &head, &e, close).await;
             }
@@ -72,6 +81,7 @@ pub(crate) async fn forward(
         &prepared,
         token.as_ref(),
         client_wants_close,
+        started,
     )
     .await;
     let (status, next) = match outcome {
@@ -82,6 +92,7 @@ pub(crate) async fn forward(
             (status, next)
         }
         Err(Failure::Abort(why)) => {
+            ctx.metrics.record_request(intercepted, Outcome::Aborted);
             debug!(
                 "request aborted method={} upstream={} error=\"{}\"",
                 head.method, prepared.target, why
@@ -89,6 +100,8 @@ pub(crate) async fn forward(
             return Next::Close;
         }
     };
+    ctx.metrics
+        .record_request(intercepted, Outcome::Status(status));
     debug!(
         "request method={} upstream={} path={} audience={} status={} elapsed_ms={}",
         head.method,
@@ -193,6 +206,7 @@ async fn exchange(
     prepared: &Prepared,
     token: Option<&Token>,
     client_wants_close: bool,
+    started: Instant,
 ) -> Result<(u16, Next), Failure> {
     let headers = rewrite::upstream_request_headers(
         &head.headers,
@@ -207,6 +221,7 @@ async fn exchange(
         .connect(&prepared.target)
         .await
         .map_err(|e| Failure::Respond(ProxyError::Upstream(e)))?;
+    ctx.metrics.record_added_latency(started.elapsed());
 
     let expects_continue = head.minor_version == 1
         && has_token(&head.headers, "expect", "100-continue")

@@ -4,13 +4,18 @@
 //! Everything a client sees when something fails is decided here, in [`ProxyError::status`]
 //! and [`respond_error`]: a status and one line of text naming the step, never a credential.
 
+pub mod auth;
 mod connect;
 mod forward;
 pub mod rewrite;
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_std::io::WriteExt;
@@ -19,10 +24,12 @@ use log::{debug, warn};
 
 use crate::config::Timeouts;
 use crate::http1::{self, BufIo, HeadError, Header, Io, RequestHead};
+use crate::ops::{Health, Metrics};
 use crate::policy::AudiencePolicy;
 use crate::token::TokenCache;
 use crate::upstream::{Target, Upstream, UpstreamError};
 
+use auth::ProxyCredentials;
 pub use connect::Interception;
 use forward::Next;
 
@@ -38,6 +45,10 @@ pub struct ProxyContext {
     /// Issues certificates for CONNECT tunnels; `None` refuses CONNECT.
     pub interception: Option<Interception>,
     pub timeouts: Timeouts,
+    /// When set, every request must authenticate with `Proxy-Authorization`.
+    pub credentials: Option<ProxyCredentials>,
+    pub metrics: Metrics,
+    pub health: Health,
 }
 
 /// The destination fixed by a CONNECT request, for the requests inside its tunnel.
@@ -67,6 +78,8 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// CONNECT while interception is not available.
     ConnectRefused(String),
+    /// `--proxy-credentials-file` is set and the request did not carry them.
+    ProxyAuthRequired,
 }
 
 impl ProxyError {
@@ -77,6 +90,7 @@ impl ProxyError {
             ProxyError::HeadTooLarge => 431,
             ProxyError::HeadTimeout => 408,
             ProxyError::NotAllowed { .. } => 403,
+            ProxyError::ProxyAuthRequired => 407,
             ProxyError::Upstream(UpstreamError::Loop { .. }) => 400,
             ProxyError::Upstream(e) if e.is_timeout() => 504,
             ProxyError::UpstreamTimeout => 504,
@@ -107,6 +121,9 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamResponse(why) => write!(f, "bad response from upstream: {why}"),
             ProxyError::UpstreamTimeout => f.write_str("upstream timed out before responding"),
             ProxyError::ConnectRefused(why) => write!(f, "CONNECT refused: {why}"),
+            ProxyError::ProxyAuthRequired => {
+                f.write_str("proxy authentication required: missing or wrong Proxy-Authorization")
+            }
         }
     }
 }
@@ -174,6 +191,12 @@ async fn write_error(
     if close {
         headers.push(Header::new("Connection", "close"));
     }
+    if status == 407 {
+        headers.push(Header::new(
+            "Proxy-Authenticate",
+            "Basic realm=\"kube-audience-proxy\"",
+        ));
+    }
     let mut out = http1::encode_response_head(status, reason_phrase(status).as_bytes(), &headers);
     if !head_only {
         out.extend_from_slice(body.as_bytes());
@@ -183,17 +206,35 @@ async fn write_error(
     io.flush().await
 }
 
-/// Accepts connections until the task is cancelled, one task per connection.
-/// `tls` terminates TLS on each accepted socket first (the HTTPS proxy listener).
+/// Accepts connections until draining starts, one task per connection. `tls` terminates TLS
+/// on each accepted socket first (the HTTPS proxy listener). `permits` bounds the number of
+/// client connections across all listeners: past it, new connections wait in the kernel's
+/// backlog until one closes.
 pub async fn serve(
     ctx: Arc<ProxyContext>,
     listener: TcpListener,
     tls: Option<futures_rustls::TlsAcceptor>,
+    permits: ConnectionPermits,
 ) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
+        let permit = match first_of(permits.acquire(), async {
+            ctx.health.drained().await;
+            None
+        })
+        .await
+        {
+            Some(permit) => permit,
+            None => return,
+        };
+        let accepted = first_of(async { Some(listener.accept().await) }, async {
+            ctx.health.drained().await;
+            None
+        })
+        .await;
+        let (stream, peer) = match accepted {
+            None => return,
+            Some(Ok(accepted)) => accepted,
+            Some(Err(e)) => {
                 // Out of descriptors, most likely: wait rather than spin, and keep serving
                 // the connections we have.
                 warn!("accept failed, retrying in 100ms error=\"{e}\"");
@@ -204,13 +245,63 @@ pub async fn serve(
         let ctx = ctx.clone();
         let tls = tls.clone();
         async_std::task::spawn(async move {
-            handle_accepted(ctx, stream, peer, tls).await;
+            ctx.metrics.connections.fetch_add(1, Ordering::Relaxed);
+            handle_accepted(&ctx, stream, peer, tls).await;
+            ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
         });
     }
 }
 
+/// A counting semaphore for client connections, made of a bounded channel: acquiring sends
+/// (and waits while the channel is full), releasing receives.
+#[derive(Clone)]
+pub struct ConnectionPermits {
+    tx: async_std::channel::Sender<()>,
+    rx: async_std::channel::Receiver<()>,
+}
+
+/// Held by a connection task; frees its place when dropped.
+pub struct ConnectionPermit {
+    rx: async_std::channel::Receiver<()>,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let _ = self.rx.try_recv();
+    }
+}
+
+impl ConnectionPermits {
+    /// Allows `max` connections at once (at least one).
+    pub fn new(max: usize) -> ConnectionPermits {
+        let (tx, rx) = async_std::channel::bounded(max.max(1));
+        ConnectionPermits { tx, rx }
+    }
+
+    async fn acquire(&self) -> Option<ConnectionPermit> {
+        self.tx.send(()).await.ok()?;
+        Some(ConnectionPermit {
+            rx: self.rx.clone(),
+        })
+    }
+}
+
+/// Runs both futures and returns the output of whichever finishes first.
+pub async fn first_of<T>(a: impl Future<Output = T>, b: impl Future<Output = T>) -> T {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        b.as_mut().poll(cx)
+    })
+    .await
+}
+
 async fn handle_accepted(
-    ctx: Arc<ProxyContext>,
+    ctx: &ProxyContext,
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<futures_rustls::TlsAcceptor>,
@@ -234,7 +325,7 @@ async fn handle_accepted(
             }
         }
     };
-    serve_connection(&ctx, BufIo::new(io), peer, None).await;
+    serve_connection(ctx, BufIo::new(io), peer, None).await;
     debug!("connection closed peer={peer}");
 }
 
@@ -246,16 +337,41 @@ pub(crate) async fn serve_connection(
     tunnel: Option<&Tunnel>,
 ) {
     loop {
-        let head = match client
-            .read_request_head(ctx.timeouts.client_idle, ctx.timeouts.client_head)
-            .await
+        if ctx.health.is_draining() {
+            return;
+        }
+        let read = client.read_request_head(ctx.timeouts.client_idle, ctx.timeouts.client_head);
+        // While draining, a connection waiting for its next request is closed at once; one
+        // in the middle of a request finishes it first (the loop ends after it).
+        let head = match first_of(async { Some(read.await) }, async {
+            ctx.health.drained().await;
+            None
+        })
+        .await
         {
-            Ok(head) => head,
-            Err(e) => {
+            None => return,
+            Some(Ok(head)) => head,
+            Some(Err(e)) => {
                 reject_head(&mut client, peer, e).await;
                 return;
             }
         };
+        if tunnel.is_none() {
+            if let Some(credentials) = &ctx.credentials {
+                if !credentials.accepts(&head.headers) {
+                    let close = http1::request_body_kind(&head) != Ok(http1::BodyKind::None);
+                    ctx.metrics
+                        .record_request(false, crate::ops::Outcome::Status(407));
+                    let next =
+                        respond_error(&mut client, &head, &ProxyError::ProxyAuthRequired, close)
+                            .await;
+                    if next == Next::Close {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         if head.method == "CONNECT" {
             if tunnel.is_some() {
                 let e = ProxyError::BadRequest("CONNECT inside an intercepted tunnel".into());

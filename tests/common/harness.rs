@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kube_audience_proxy::app::{self, RunningProxy};
-use kube_audience_proxy::config::{Config, ListenerTls, Timeouts, UpstreamTls};
+use kube_audience_proxy::config::{Config, ListenerTls, ServingSettings, Timeouts, UpstreamTls};
 use kube_audience_proxy::policy::AudiencePolicy;
 
 use super::apiserver::FakeApiServer;
@@ -67,6 +67,7 @@ pub fn test_config(api: &FakeApiServer, dir: &TempDir) -> Config {
             upstream_response: Duration::from_secs(10),
             ..Timeouts::default()
         },
+        serving: ServingSettings::default(),
     }
 }
 

@@ -333,3 +333,30 @@ pub fn split_response(bytes: &[u8]) -> (String, Vec<u8>) {
         bytes[end..].to_vec(),
     )
 }
+
+/// A target that sends a response head and then its body slowly, over about `total`.
+pub fn trickling_target(total: Duration) -> SocketAddr {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = read_head(&mut stream);
+                let pieces = 10;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    pieces * 1000
+                );
+                for _ in 0..pieces {
+                    std::thread::sleep(total / pieces as u32);
+                    if stream.write_all(&[b'x'; 1000]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
