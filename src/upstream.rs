@@ -236,7 +236,7 @@ impl Upstream {
 
     /// Always dials: used to retry after a reused connection turned out to be dead.
     pub async fn connect_new(&self, target: &Target) -> Result<Conn, UpstreamError> {
-        let io = match timeout(self.connect_timeout, self.dial(target)).await {
+        let tcp = match timeout(self.connect_timeout, self.dial(target)).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(UpstreamError::ConnectTimeout {
@@ -244,6 +244,21 @@ impl Upstream {
                     after: self.connect_timeout,
                 })
             }
+        };
+        let io = if target.tls {
+            // Timed apart from the TCP connect: a target that accepts connections but never
+            // finishes a handshake (a plain-HTTP port, say) is a TLS problem, not the network.
+            match timeout(self.connect_timeout, self.handshake(target, tcp)).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(UpstreamError::Tls {
+                        target: target.to_string(),
+                        source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
+                    })
+                }
+            }
+        } else {
+            UpstreamIo::Plain(tcp)
         };
         self.stats.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
@@ -300,7 +315,7 @@ impl Upstream {
         None
     }
 
-    async fn dial(&self, target: &Target) -> Result<UpstreamIo, UpstreamError> {
+    async fn dial(&self, target: &Target) -> Result<TcpStream, UpstreamError> {
         let name = target.to_string();
         let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
             .to_socket_addrs()
@@ -334,10 +349,15 @@ impl Upstream {
         // Without it, small writes wait for the peer's delayed ACK: tens of milliseconds
         // per request and per TLS handshake.
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
 
-        if !target.tls {
-            return Ok(UpstreamIo::Plain(tcp));
-        }
+    async fn handshake(
+        &self,
+        target: &Target,
+        tcp: TcpStream,
+    ) -> Result<UpstreamIo, UpstreamError> {
+        let name = target.to_string();
         let Some(connector) = &self.tls else {
             return Err(UpstreamError::NoTls { target: name });
         };
