@@ -1170,10 +1170,13 @@ mod tests {
         assert_eq!(config.api.service_account, "prometheus");
         assert_eq!(config.api.namespace, "team-a");
         assert_eq!(
-            config.api.ca_file,
-            Some(PathBuf::from(mount.path("ca.crt")))
+            config.api.ca_file(),
+            Some(Path::new(&mount.path("ca.crt")))
         );
-        assert_eq!(config.api.token_file, PathBuf::from(mount.path("token")));
+        assert_eq!(
+            config.api.credential.token_file(),
+            Some(Path::new(&mount.path("token")))
+        );
         assert_eq!(config.audience_parameter, "kubernetes-audience");
         assert_eq!(config.policy, AudiencePolicy::Any);
         assert_eq!(config.token_expiration_seconds, 3600);
@@ -1278,7 +1281,7 @@ mod tests {
                 POD_ENV,
             )
             .unwrap();
-        assert_eq!(config.api.ca_file, None);
+        assert_eq!(config.api.ca_file(), None);
     }
 
     #[test]
