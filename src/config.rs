@@ -1169,10 +1169,7 @@ mod tests {
         assert_eq!(config.api.server, "https://10.0.0.1:443");
         assert_eq!(config.api.service_account, "prometheus");
         assert_eq!(config.api.namespace, "team-a");
-        assert_eq!(
-            config.api.ca_file(),
-            Some(Path::new(&mount.path("ca.crt")))
-        );
+        assert_eq!(config.api.ca_file(), Some(Path::new(&mount.path("ca.crt"))));
         assert_eq!(
             config.api.credential.token_file(),
             Some(Path::new(&mount.path("token")))

@@ -626,7 +626,7 @@ mod yaml {
             if file.is_absolute() {
                 file.to_path_buf()
             } else {
-                self.dir.join(file)
+                self.dir.join(file.strip_prefix("./").unwrap_or(file))
             }
         }
 

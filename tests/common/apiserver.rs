@@ -132,11 +132,13 @@ impl Builder {
             let ca = ClientCa::generate();
             let mut roots = rustls::RootCertStore::empty();
             roots.add(ca.cert_der.clone()).expect("client ca root");
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .expect("client verifier");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .expect("client verifier");
             (builder.with_client_cert_verifier(verifier), Some(ca))
         } else {
             (builder.with_no_client_auth(), None)
