@@ -1486,6 +1486,41 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "kubeconfig"))]
+    fn kubeconfig_needs_the_feature() {
+        let mount = Mount::new();
+        let err = mount
+            .config(&["--kubeconfig=/home/dev/.kube/config"], POD_ENV)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot use the kubeconfig named by --kubeconfig"
+        );
+        assert_eq!(
+            err.source().unwrap().to_string(),
+            "kubeconfig /home/dev/.kube/config: this build cannot read kubeconfig files (it \
+             was built without the kubeconfig feature)"
+        );
+    }
+
+    #[test]
+    fn mounted_files_win_over_kubeconfig_from_the_environment() {
+        let mount = Mount::new();
+        let env = [
+            POD_ENV[0],
+            POD_ENV[1],
+            POD_ENV[2],
+            ("KUBECONFIG", "/no/such/kubeconfig"),
+        ];
+        // The mount's flags name the token and CA files, so the environment is not consulted.
+        let config = mount.config(&[], &env).unwrap();
+        assert_eq!(
+            config.api.credential.token_file(),
+            Some(Path::new(&mount.path("token")))
+        );
+    }
+
+    #[test]
     fn values_in_messages_are_quoted_only_when_needed() {
         assert_eq!(shown("plain"), "plain");
         assert_eq!(shown(""), "\"\"");

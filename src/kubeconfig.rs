@@ -709,3 +709,191 @@ pub fn encode_base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_refuses_garbage() {
+        for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
+            let encoded = encode_base64(bytes);
+            assert_eq!(decode_base64(&encoded).as_deref(), Some(bytes), "{encoded}");
+        }
+        assert_eq!(encode_base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encode_base64(b"fo"), "Zm8=");
+        assert_eq!(decode_base64("Zm9v\n YmE=").as_deref(), Some(&b"fooba"[..]));
+        assert_eq!(decode_base64("Zm8").as_deref(), Some(&b"fo"[..]));
+        for bad in ["Z", "Zm9v!", "Zm=8", "Zm9vY", "-_8="] {
+            assert_eq!(decode_base64(bad), None, "{bad}");
+        }
+    }
+
+    #[cfg(feature = "kubeconfig")]
+    mod mapping {
+        use super::super::*;
+        use crate::exec::EXEC_API_V1;
+
+        const PATH: &str = "/home/dev/.kube/config";
+
+        fn resolve(text: &str, context: Option<&str>) -> Result<ResolvedContext, String> {
+            yaml::resolve(text, Path::new(PATH), context).map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn reads_inline_data_and_prefers_it_over_files() {
+            let text = format!(
+                r#"
+current-context: dev
+clusters:
+- name: c
+  cluster:
+    server: https://kube.example:6443/
+    certificate-authority: ignored.crt
+    certificate-authority-data: {}
+    tls-server-name: kube.internal
+contexts:
+- name: dev
+  context: {{cluster: c, user: u, namespace: team-a}}
+users:
+- name: u
+  user:
+    token: 12345
+"#,
+                encode_base64(b"-----PEM-----")
+            );
+            let ctx = resolve(&text, None).unwrap();
+            assert_eq!(ctx.context, "dev");
+            assert_eq!(ctx.server, "https://kube.example:6443");
+            assert_eq!(
+                ctx.ca,
+                Some(PemSource::Inline {
+                    origin: format!(
+                        "kubeconfig {PATH}, context \"dev\", cluster \"c\", \
+                         certificate-authority-data"
+                    ),
+                    pem: b"-----PEM-----".to_vec(),
+                })
+            );
+            assert_eq!(ctx.tls_server_name.as_deref(), Some("kube.internal"));
+            assert!(!ctx.insecure_skip_tls_verify);
+            assert_eq!(ctx.namespace.as_deref(), Some("team-a"));
+            let ApiCredential::Token { token, .. } = &ctx.credential else {
+                panic!("{:?}", ctx.credential);
+            };
+            assert_eq!(token.expose(), "12345", "a numeric scalar is read as text");
+            assert!(!format!("{ctx:?}").contains("12345"));
+        }
+
+        #[test]
+        fn exec_entries_resolve_commands_and_cluster_info() {
+            let text = format!(
+                r#"{{"current-context": "dev",
+  "clusters": [{{"name": "c", "cluster": {{"server": "https://h", "insecure-skip-tls-verify": true}}}}],
+  "contexts": [{{"name": "dev", "context": {{"cluster": "c", "user": "u"}}}}],
+  "users": [{{"name": "u", "user": {{"exec": {{"apiVersion": "{EXEC_API_V1}",
+     "command": "bin/login", "args": ["get-token", 7], "env": [{{"name": "A", "value": "b"}}],
+     "provideClusterInfo": true}}}}}}]}}"#
+            );
+            let ctx = resolve(&text, None).unwrap();
+            assert!(ctx.insecure_skip_tls_verify);
+            assert_eq!(ctx.namespace, None);
+            let ApiCredential::Exec(exec) = ctx.credential else {
+                panic!("not exec");
+            };
+            assert_eq!(exec.command, PathBuf::from("/home/dev/.kube/bin/login"));
+            assert_eq!(exec.args, ["get-token", "7"]);
+            assert_eq!(exec.env, [("A".to_string(), "b".to_string())]);
+            assert_eq!(
+                exec.origin,
+                format!("kubeconfig {PATH}, context \"dev\", user \"u\"")
+            );
+            let cluster = exec.cluster.expect("provideClusterInfo");
+            assert_eq!(cluster.server, "https://h");
+            assert!(cluster.insecure_skip_tls_verify);
+
+            let bare = text.replace("bin/login", "kubelogin");
+            let ctx = resolve(&bare, None).unwrap();
+            let ApiCredential::Exec(exec) = ctx.credential else {
+                panic!("not exec");
+            };
+            assert_eq!(
+                exec.command,
+                PathBuf::from("kubelogin"),
+                "looked up in PATH"
+            );
+        }
+
+        #[test]
+        fn invalid_fields_are_named() {
+            let base = |cluster: &str, user: &str| {
+                format!(
+                    "current-context: dev\nclusters:\n- name: c\n  cluster: {cluster}\n\
+                     contexts:\n- name: dev\n  context: {{cluster: c, user: u}}\n\
+                     users:\n- name: u\n  user: {user}\n"
+                )
+            };
+            for (cluster, user, expected) in [
+                (
+                    "{}",
+                    "{token: t}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\": cluster \"c\" has no \
+                     server",
+                ),
+                (
+                    "{server: \"ftp://h\"}",
+                    "{token: t}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\", cluster \"c\": server \
+                     \"ftp://h\": the scheme must be http or https",
+                ),
+                (
+                    "{server: \"https://h\", insecure-skip-tls-verify: yes-please}",
+                    "{token: t}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\", cluster \"c\": \
+                     insecure-skip-tls-verify is not true or false",
+                ),
+                (
+                    "{server: \"https://h\"}",
+                    "{token: [a]}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\", user \"u\": token is \
+                     not a string",
+                ),
+                (
+                    "{server: \"https://h\"}",
+                    "{client-key-data: eA==}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\", user \"u\": client-key \
+                     is set without client-certificate(-data)",
+                ),
+                (
+                    "{server: \"https://h\"}",
+                    "{username: a, password: b}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\": user \"u\" uses \
+                     username and password, which is not supported; use an exec plugin or a \
+                     token",
+                ),
+                (
+                    "{server: \"https://h\"}",
+                    "{exec: {apiVersion: client.authentication.k8s.io/v1, command: x, \
+                     interactiveMode: Always}}",
+                    "kubeconfig /home/dev/.kube/config, context \"dev\", user \"u\": \
+                     exec.interactiveMode is Always, but the proxy has no terminal to run the \
+                     plugin in",
+                ),
+            ] {
+                assert_eq!(resolve(&base(cluster, user), None).unwrap_err(), expected);
+            }
+            assert_eq!(
+                resolve("- a\n- b\n", None).unwrap_err(),
+                "kubeconfig /home/dev/.kube/config, the top level: document is not a mapping"
+            );
+            assert_eq!(
+                resolve("contexts: {a: b}\n", Some("x")).unwrap_err(),
+                "kubeconfig /home/dev/.kube/config, the top level: contexts is not a list"
+            );
+            assert_eq!(
+                resolve("contexts: []\n", Some("x")).unwrap_err(),
+                "kubeconfig /home/dev/.kube/config has no context \"x\" (it has no contexts)"
+            );
+        }
+    }
+}
