@@ -167,7 +167,9 @@ impl fmt::Debug for PemSource {
 /// A TLS client certificate chain and its private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertSource {
+    /// The certificate chain, leaf first.
     pub cert: PemSource,
+    /// The private key of the leaf.
     pub key: PemSource,
 }
 

@@ -46,6 +46,7 @@ pub struct ExecConfig {
     pub api_version: String,
     /// The program; a bare name is looked up in `PATH`.
     pub command: PathBuf,
+    /// Arguments after the command.
     pub args: Vec<String>,
     /// Added to (or replacing in) the proxy's own environment.
     pub env: Vec<(String, String)>,
@@ -58,9 +59,12 @@ pub struct ExecConfig {
 /// `spec.cluster` of the request, sent when the kubeconfig asks for `provideClusterInfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecCluster {
+    /// The cluster's `server`.
     pub server: String,
+    /// The cluster's `tls-server-name`, if any.
     #[serde(rename = "tls-server-name", skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// The cluster's `insecure-skip-tls-verify`.
     #[serde(rename = "insecure-skip-tls-verify")]
     pub insecure_skip_tls_verify: bool,
     /// The cluster's CA bundle, base64 of the PEM as in a kubeconfig.

@@ -28,8 +28,11 @@ pub struct ResolvedContext {
     pub server: String,
     /// `certificate-authority-data`, or else `certificate-authority`.
     pub ca: Option<PemSource>,
+    /// The cluster's `insecure-skip-tls-verify`.
     pub insecure_skip_tls_verify: bool,
+    /// The cluster's `tls-server-name`.
     pub tls_server_name: Option<String>,
+    /// The user's `client-certificate(-data)` and `client-key(-data)`.
     pub client_cert: Option<ClientCertSource>,
     /// `token`, `tokenFile` or `exec`; [`ApiCredential::None`] when the user only has a
     /// client certificate.
