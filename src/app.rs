@@ -146,9 +146,8 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         }
     };
 
-    let upstream_tls =
-        tls::upstream_client_config(&config.upstream_tls, config.api.ca_file.as_deref())
-            .map_err(AppError::Tls)?;
+    let upstream_tls = tls::upstream_client_config(&config.upstream_tls, config.api.ca_file())
+        .map_err(AppError::Tls)?;
     if upstream_tls.insecure {
         warn!("upstream certificates are not verified (--insecure-skip-tls-verify): any target can impersonate any other");
     } else if upstream_tls.root_count == 0 {

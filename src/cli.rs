@@ -37,6 +37,8 @@ const SINGLE_VALUE_OPTIONS: &[&str] = &[
     "--apiserver",
     "--apiserver-ca-file",
     "--apiserver-token-file",
+    "--kubeconfig",
+    "--context",
     "--audience-parameter",
     "--allowed-audiences",
     "--token-expiration-seconds",
@@ -142,6 +144,15 @@ pub struct Args {
     /// /var/run/secrets/kubernetes.io/serviceaccount/token)
     #[argh(option, arg_name = "PATH")]
     pub apiserver_token_file: Option<PathBuf>,
+
+    /// kubeconfig file configuring API access instead of the mounted ServiceAccount files
+    /// (default when not in a pod: the first file of $KUBECONFIG, else ~/.kube/config)
+    #[argh(option, arg_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// kubeconfig context to use (default: its current-context)
+    #[argh(option, arg_name = "NAME")]
+    pub context: Option<String>,
 
     /// query parameter that carries the audience (default kubernetes-audience)
     #[argh(option, arg_name = "NAME")]

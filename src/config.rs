@@ -18,8 +18,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::Args;
+use crate::exec::ExecConfig;
+use crate::kubeconfig::{self, KubeconfigError, ResolvedContext};
 use crate::policy::{AudiencePolicy, PolicyError};
 use crate::proxy::auth::ProxyCredentials;
+use crate::token::Token;
 
 /// Environment variable naming the ServiceAccount when `--service-account` is not given.
 pub const ENV_SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
@@ -31,6 +34,12 @@ pub const ENV_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";
 pub const ENV_POD_NAME: &str = "POD_NAME";
 /// Downward-API variable with the pod's uid, for binding tokens to the pod.
 pub const ENV_POD_UID: &str = "POD_UID";
+/// Environment variable listing kubeconfig files; the first one is used.
+pub const ENV_KUBECONFIG: &str = "KUBECONFIG";
+/// Kubeconfig used last, relative to `$HOME`, as kubectl does.
+pub const HOME_KUBECONFIG: &str = ".kube/config";
+/// Namespace used with a kubeconfig whose context names none, as kubectl does.
+pub const KUBECONFIG_DEFAULT_NAMESPACE: &str = "default";
 
 /// Mounted file holding the pod's namespace.
 pub const DEFAULT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -118,12 +127,119 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub struct ApiSettings {
     /// Base URL without a trailing slash, e.g. `https://10.0.0.1:443` or `https://[fd00::1]:443`.
     pub server: String,
-    /// PEM bundle the API server's certificate must chain to; `None` only for `http://`.
-    pub ca_file: Option<PathBuf>,
-    /// Mounted bearer token file, re-read as the kubelet rotates it.
-    pub token_file: PathBuf,
+    /// PEM bundle the API server's certificate must chain to; `None` only for `http://` or
+    /// when verification is off.
+    pub ca: Option<PemSource>,
+    /// Name to verify the API server's certificate against instead of the URL's host
+    /// (kubeconfig `tls-server-name`).
+    pub tls_server_name: Option<String>,
+    /// Do not verify the API server's certificate (kubeconfig `insecure-skip-tls-verify`).
+    pub insecure_skip_verify: bool,
+    /// TLS client certificate presented to the API server.
+    pub client_cert: Option<ClientCertSource>,
+    /// Bearer credential sent to the API server.
+    pub credential: ApiCredential,
     pub namespace: String,
     pub service_account: String,
+}
+
+impl ApiSettings {
+    /// Settings for the in-cluster case: a CA file and the mounted, rotated token file.
+    pub fn mounted(
+        server: impl Into<String>,
+        ca_file: Option<PathBuf>,
+        token_file: impl Into<PathBuf>,
+        namespace: impl Into<String>,
+        service_account: impl Into<String>,
+    ) -> ApiSettings {
+        ApiSettings {
+            server: server.into(),
+            ca: ca_file.map(PemSource::File),
+            tls_server_name: None,
+            insecure_skip_verify: false,
+            client_cert: None,
+            credential: ApiCredential::TokenFile(token_file.into()),
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+        }
+    }
+
+    /// The API server's CA bundle when it is a file (it is also trusted for upstreams).
+    pub fn ca_file(&self) -> Option<&Path> {
+        match &self.ca {
+            Some(PemSource::File(path)) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// PEM material: a file read when needed, or bytes taken from a kubeconfig.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    File(PathBuf),
+    /// `origin` says where the bytes came from, for errors (`kubeconfig …, user "dev",
+    /// client-key-data`).
+    Inline {
+        origin: String,
+        pem: Vec<u8>,
+    },
+}
+
+impl PemSource {
+    /// The file's path or the inline data's origin, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            PemSource::File(path) => path.display().to_string(),
+            PemSource::Inline { origin, .. } => origin.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for PemSource {
+    // Inline data may be a private key: only its size is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            PemSource::Inline { origin, pem } => f
+                .debug_struct("Inline")
+                .field("origin", origin)
+                .field("bytes", &pem.len())
+                .finish(),
+        }
+    }
+}
+
+/// A TLS client certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertSource {
+    /// The certificate chain, leaf first.
+    pub cert: PemSource,
+    /// The private key of the leaf.
+    pub key: PemSource,
+}
+
+/// The bearer credential sent with each TokenRequest.
+#[derive(Debug, Clone)]
+pub enum ApiCredential {
+    /// None: the client certificate authenticates us.
+    None,
+    /// A token file, re-read as it rotates (the mounted ServiceAccount token, or a
+    /// kubeconfig `tokenFile`).
+    TokenFile(PathBuf),
+    /// A fixed token from a kubeconfig; `origin` names where, for messages.
+    Token { origin: String, token: Token },
+    /// An exec credential plugin, run when no unexpired credential is cached.
+    Exec(ExecConfig),
+}
+
+impl ApiCredential {
+    /// The token file, for [`ApiCredential::TokenFile`].
+    pub fn token_file(&self) -> Option<&Path> {
+        match self {
+            ApiCredential::TokenFile(path) => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// Certificate of the proxy's own TLS listener.
@@ -231,6 +347,27 @@ pub enum ConfigError {
     ReadUpstreamCa { path: PathBuf, source: io::Error },
     /// The `--proxy-credentials-file` cannot be read or does not hold `user:password`.
     ReadProxyCredentials { path: PathBuf, reason: String },
+    /// The kubeconfig (named by `from`: `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`)
+    /// gives no usable context.
+    Kubeconfig {
+        from: &'static str,
+        source: KubeconfigError,
+    },
+    /// The kubeconfig context's namespace is not a namespace name.
+    InvalidKubeconfigNamespace {
+        path: PathBuf,
+        context: String,
+        namespace: String,
+        reason: &'static str,
+    },
+    /// An `https://` server from a kubeconfig without any CA to verify it.
+    KubeconfigWithoutCa {
+        path: PathBuf,
+        context: String,
+        server: String,
+    },
+    /// `--context` is given, but no kubeconfig is in use.
+    ContextWithoutKubeconfig,
 }
 
 impl fmt::Display for ConfigError {
@@ -302,6 +439,35 @@ impl fmt::Display for ConfigError {
             ConfigError::ReadProxyCredentials { path, reason } => {
                 write!(f, "--proxy-credentials-file {}: {reason}", shown_path(path))
             }
+            ConfigError::Kubeconfig { from, .. } => {
+                write!(f, "cannot use the kubeconfig named by {from}")
+            }
+            ConfigError::InvalidKubeconfigNamespace {
+                path,
+                context,
+                namespace,
+                reason,
+            } => write!(
+                f,
+                "kubeconfig {}, context {context:?}: namespace {namespace:?} {reason}; set \
+                 --namespace",
+                shown_path(path)
+            ),
+            ConfigError::KubeconfigWithoutCa {
+                path,
+                context,
+                server,
+            } => write!(
+                f,
+                "kubeconfig {}, context {context:?}: the cluster has no certificate-authority \
+                 or certificate-authority-data to verify {server}; add one or pass \
+                 --apiserver-ca-file",
+                shown_path(path)
+            ),
+            ConfigError::ContextWithoutKubeconfig => write!(
+                f,
+                "--context is set but no kubeconfig is in use: pass --kubeconfig"
+            ),
         }
     }
 }
@@ -315,6 +481,7 @@ impl Error for ConfigError {
             | ConfigError::ReadApiServerToken { source, .. }
             | ConfigError::ReadUpstreamCa { source, .. } => Some(source),
             ConfigError::ParseAllowedAudiences { source } => Some(source),
+            ConfigError::Kubeconfig { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -351,7 +518,7 @@ impl Config {
         let timeouts = timeouts(&args)?;
         let serving = serving_settings(&args, env)?;
 
-        let service_account = match args.service_account {
+        let service_account = match args.service_account.clone() {
             Some(name) => Some(name),
             None => env(ENV_SERVICE_ACCOUNT),
         }
@@ -365,25 +532,34 @@ impl Config {
             }
         })?;
 
-        let namespace = namespace(args.namespace, args.namespace_file)?;
-
-        let server = api_server(args.apiserver, env)?;
-        let ca_file = if server.starts_with("https://") {
-            let path = args
-                .apiserver_ca_file
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_API_CA_FILE));
-            fs::read(&path).map_err(|source| ConfigError::ReadApiServerCa {
-                path: path.clone(),
-                source,
-            })?;
-            Some(path)
-        } else {
-            None
+        let api = match api_source(&args, env) {
+            ApiSource::Kubeconfig { from, path } => {
+                kubeconfig_api(&args, from, &path, service_account)?
+            }
+            ApiSource::Mounted => {
+                if args.context.is_some() {
+                    return Err(ConfigError::ContextWithoutKubeconfig);
+                }
+                let namespace = namespace(args.namespace.clone(), args.namespace_file.clone())?;
+                let server = api_server(args.apiserver.clone(), env)?;
+                let ca_file = if server.starts_with("https://") {
+                    let path = args
+                        .apiserver_ca_file
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_API_CA_FILE));
+                    check_ca_file(&path)?;
+                    Some(path)
+                } else {
+                    None
+                };
+                let token_file = args
+                    .apiserver_token_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_API_TOKEN_FILE));
+                check_token_file(&token_file)?;
+                ApiSettings::mounted(server, ca_file, token_file, namespace, service_account)
+            }
         };
-        let token_file = args
-            .apiserver_token_file
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_API_TOKEN_FILE));
-        check_token_file(&token_file)?;
 
         let audience_parameter = args
             .audience_parameter
@@ -409,13 +585,7 @@ impl Config {
             insecure_listen,
             secure_listen,
             listener_tls,
-            api: ApiSettings {
-                server,
-                ca_file,
-                token_file,
-                namespace,
-                service_account,
-            },
+            api,
             audience_parameter,
             policy,
             token_expiration_seconds,
@@ -785,6 +955,153 @@ fn namespace(flag: Option<String>, file: Option<PathBuf>) -> Result<String, Conf
     Ok(namespace.to_string())
 }
 
+/// Where the API settings come from.
+enum ApiSource {
+    /// The mounted ServiceAccount files and `KUBERNETES_SERVICE_*` (or the flags naming them).
+    Mounted,
+    /// A kubeconfig file; `from` says what named it, for errors.
+    Kubeconfig { from: &'static str, path: PathBuf },
+}
+
+/// Chooses the API settings' source: `--kubeconfig`; else the mounted files when a flag
+/// names one of them or we run in a pod with a mounted token; else the first file of
+/// `$KUBECONFIG`; else `~/.kube/config` outside a pod, if it exists; else the mounted files
+/// (whose absence is then the error). Kubeconfig files found through the environment are
+/// only considered when this build can read them.
+fn api_source(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> ApiSource {
+    if let Some(path) = &args.kubeconfig {
+        return ApiSource::Kubeconfig {
+            from: "--kubeconfig",
+            path: path.clone(),
+        };
+    }
+    if args.apiserver_token_file.is_some() || args.apiserver_ca_file.is_some() {
+        return ApiSource::Mounted;
+    }
+    let in_pod = env(ENV_SERVICE_HOST).is_some_and(|h| !h.is_empty());
+    if (in_pod && Path::new(DEFAULT_API_TOKEN_FILE).is_file()) || !cfg!(feature = "kubeconfig") {
+        return ApiSource::Mounted;
+    }
+    if let Some(list) = env(ENV_KUBECONFIG) {
+        if let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty()) {
+            return ApiSource::Kubeconfig {
+                from: "$KUBECONFIG",
+                path: first,
+            };
+        }
+    }
+    if !in_pod {
+        if let Some(home) = env("HOME").filter(|h| !h.is_empty()) {
+            let path = Path::new(&home).join(HOME_KUBECONFIG);
+            if path.is_file() {
+                return ApiSource::Kubeconfig {
+                    from: "~/.kube/config",
+                    path,
+                };
+            }
+        }
+    }
+    ApiSource::Mounted
+}
+
+/// API settings from a kubeconfig context, with `--apiserver`, `--apiserver-ca-file`,
+/// `--apiserver-token-file`, `--namespace` and `--namespace-file` taking precedence.
+fn kubeconfig_api(
+    args: &Args,
+    from: &'static str,
+    path: &Path,
+    service_account: String,
+) -> Result<ApiSettings, ConfigError> {
+    let ResolvedContext {
+        context,
+        server,
+        ca,
+        insecure_skip_tls_verify,
+        tls_server_name,
+        client_cert,
+        credential,
+        namespace: context_namespace,
+    } = kubeconfig::load(path, args.context.as_deref())
+        .map_err(|source| ConfigError::Kubeconfig { from, source })?;
+
+    let server = match &args.apiserver {
+        Some(url) => {
+            parse_api_server_url(url).map_err(|reason| ConfigError::ParseApiServerUrl {
+                url: url.clone(),
+                reason,
+            })?
+        }
+        None => server,
+    };
+
+    let explicit_namespace = args.namespace.is_some() || args.namespace_file.is_some();
+    let namespace = if explicit_namespace || Path::new(DEFAULT_NAMESPACE_FILE).is_file() {
+        namespace(args.namespace.clone(), args.namespace_file.clone())?
+    } else {
+        match context_namespace {
+            Some(namespace) => {
+                check_kube_name(&namespace, 63, false).map_err(|reason| {
+                    ConfigError::InvalidKubeconfigNamespace {
+                        path: path.to_path_buf(),
+                        context: context.clone(),
+                        namespace: namespace.clone(),
+                        reason,
+                    }
+                })?;
+                namespace
+            }
+            None => KUBECONFIG_DEFAULT_NAMESPACE.to_string(),
+        }
+    };
+
+    let ca = match &args.apiserver_ca_file {
+        Some(file) => {
+            check_ca_file(file)?;
+            Some(PemSource::File(file.clone()))
+        }
+        None => ca,
+    };
+    let https = server.starts_with("https://");
+    if https && ca.is_none() && !insecure_skip_tls_verify {
+        return Err(ConfigError::KubeconfigWithoutCa {
+            path: path.to_path_buf(),
+            context,
+            server,
+        });
+    }
+    let credential = match &args.apiserver_token_file {
+        Some(file) => {
+            check_token_file(file)?;
+            ApiCredential::TokenFile(file.clone())
+        }
+        None => credential,
+    };
+
+    Ok(ApiSettings {
+        server,
+        ca: if https && !insecure_skip_tls_verify {
+            ca
+        } else {
+            None
+        },
+        tls_server_name,
+        insecure_skip_verify: insecure_skip_tls_verify,
+        client_cert,
+        credential,
+        namespace,
+        service_account,
+    })
+}
+
+fn check_ca_file(path: &Path) -> Result<(), ConfigError> {
+    fs::read(path)
+        .map(drop)
+        .map_err(|source| ConfigError::ReadApiServerCa {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// `--apiserver` if given, else the in-cluster URL; checked either way.
 fn api_server(
     flag: Option<String>,
@@ -1067,11 +1384,11 @@ mod tests {
         assert_eq!(config.api.server, "https://10.0.0.1:443");
         assert_eq!(config.api.service_account, "prometheus");
         assert_eq!(config.api.namespace, "team-a");
+        assert_eq!(config.api.ca_file(), Some(Path::new(&mount.path("ca.crt"))));
         assert_eq!(
-            config.api.ca_file,
-            Some(PathBuf::from(mount.path("ca.crt")))
+            config.api.credential.token_file(),
+            Some(Path::new(&mount.path("token")))
         );
-        assert_eq!(config.api.token_file, PathBuf::from(mount.path("token")));
         assert_eq!(config.audience_parameter, "kubernetes-audience");
         assert_eq!(config.policy, AudiencePolicy::Any);
         assert_eq!(config.token_expiration_seconds, 3600);
@@ -1176,7 +1493,7 @@ mod tests {
                 POD_ENV,
             )
             .unwrap();
-        assert_eq!(config.api.ca_file, None);
+        assert_eq!(config.api.ca_file(), None);
     }
 
     #[test]
@@ -1380,6 +1697,41 @@ mod tests {
         assert_eq!(
             err.source().unwrap().to_string(),
             "invalid entry \",\": the list names no audience"
+        );
+    }
+
+    #[test]
+    #[cfg(not(feature = "kubeconfig"))]
+    fn kubeconfig_needs_the_feature() {
+        let mount = Mount::new();
+        let err = mount
+            .config(&["--kubeconfig=/home/dev/.kube/config"], POD_ENV)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot use the kubeconfig named by --kubeconfig"
+        );
+        assert_eq!(
+            err.source().unwrap().to_string(),
+            "kubeconfig /home/dev/.kube/config: this build cannot read kubeconfig files (it \
+             was built without the kubeconfig feature)"
+        );
+    }
+
+    #[test]
+    fn mounted_files_win_over_kubeconfig_from_the_environment() {
+        let mount = Mount::new();
+        let env = [
+            POD_ENV[0],
+            POD_ENV[1],
+            POD_ENV[2],
+            ("KUBECONFIG", "/no/such/kubeconfig"),
+        ];
+        // The mount's flags name the token and CA files, so the environment is not consulted.
+        let config = mount.config(&[], &env).unwrap();
+        assert_eq!(
+            config.api.credential.token_file(),
+            Some(Path::new(&mount.path("token")))
         );
     }
 

@@ -10,13 +10,14 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ApiSettings;
+use crate::config::{ApiCredential, ApiSettings, PemSource};
+use crate::exec::ExecError;
 use crate::timefmt::parse_rfc3339;
 use crate::token::{IssuedToken, Token, TokenSource};
 
@@ -47,6 +48,20 @@ pub enum KubeError {
     },
     /// The CA file holds no certificate.
     NoCertificatesInCaFile { path: PathBuf },
+    /// Inline CA data (from a kubeconfig) is not PEM or holds no certificate.
+    ParseCaData { origin: String },
+    /// A kubeconfig asks for a `tls-server-name`, which the HTTP client cannot honour.
+    UnsupportedTlsServerName { server: String, name: String },
+    /// A client certificate or key (`what`) cannot be loaded from `origin` (a path, or
+    /// where inline data came from).
+    ClientCert {
+        origin: String,
+        what: &'static str,
+        reason: &'static str,
+        source: Option<Arc<io::Error>>,
+    },
+    /// The exec credential plugin gave no credential.
+    ExecPlugin { audience: String, source: ExecError },
     /// The mounted API token file could not be read.
     ReadTokenFile {
         path: PathBuf,
@@ -108,7 +123,8 @@ impl KubeError {
             | KubeError::Transport { audience, .. }
             | KubeError::Status { audience, .. }
             | KubeError::ParseTokenResponse { audience, .. }
-            | KubeError::ExpiredOnArrival { audience } => Some(audience),
+            | KubeError::ExpiredOnArrival { audience }
+            | KubeError::ExecPlugin { audience, .. } => Some(audience),
             _ => None,
         }
     }
@@ -139,6 +155,7 @@ impl KubeError {
             KubeError::Transport { .. } => "transport failure".into(),
             KubeError::ParseTokenResponse { .. } => "malformed response".into(),
             KubeError::ExpiredOnArrival { .. } => "token expired on arrival".into(),
+            KubeError::ExecPlugin { .. } => "api credential plugin failed".into(),
             _ => "client setup failure".into(),
         }
     }
@@ -159,6 +176,24 @@ impl fmt::Display for KubeError {
             KubeError::NoCertificatesInCaFile { path } => {
                 write!(f, "ca file {} holds no certificate", path.display())
             }
+            KubeError::ParseCaData { origin } => {
+                write!(f, "{origin} holds no PEM certificate")
+            }
+            KubeError::UnsupportedTlsServerName { server, name } => write!(
+                f,
+                "tls-server-name {name:?} for {server} is not supported; use a server url \
+                 whose host the certificate names"
+            ),
+            KubeError::ClientCert {
+                origin,
+                what,
+                reason,
+                ..
+            } => write!(f, "{what} {origin} {reason}"),
+            KubeError::ExecPlugin { audience, .. } => write!(
+                f,
+                "token request for audience {audience:?} failed: no api credential"
+            ),
             KubeError::ReadTokenFile { path, .. } => {
                 write!(f, "cannot read api token file {}", path.display())
             }
@@ -213,6 +248,11 @@ impl std::error::Error for KubeError {
         match self {
             KubeError::ReadCaFile { source, .. } => Some(source.as_ref()),
             KubeError::ReadTokenFile { source, .. } => Some(source.as_ref()),
+            KubeError::ClientCert {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
+            KubeError::ExecPlugin { source, .. } => Some(source),
             KubeError::Connect { source, .. }
             | KubeError::Tls { source, .. }
             | KubeError::Timeout { source, .. }
@@ -223,40 +263,99 @@ impl std::error::Error for KubeError {
 }
 
 /// Mints bound ServiceAccount tokens with the TokenRequest API, authenticating with the
-/// mounted API token. Blocking; one instance is shared by all callers.
+/// configured API credential (the mounted token, a kubeconfig token, token file, client
+/// certificate or exec plugin). Blocking; one instance is shared by all callers.
 pub struct TokenClient {
+    /// Agent with the configured client certificate, if any.
     agent: ureq::Agent,
+    agents: AgentFactory,
     url: String,
-    token_file: PathBuf,
+    credential: ApiCredential,
     expiration_seconds: u32,
     bound_pod: Option<BoundObjectRef>,
     token_file_reread: Duration,
-    mounted: Mutex<Option<MountedToken>>,
+    cached: Mutex<Option<CachedCredential>>,
 }
 
-/// The mounted API token and when it was read.
-struct MountedToken {
-    token: Token,
-    read_at: Instant,
+/// Everything needed to build an agent, so that one can be built again for a client
+/// certificate an exec plugin returns.
+struct AgentFactory {
+    tls: Option<TlsBase>,
+    connect_timeout: Duration,
+    call_timeout: Duration,
+}
+
+/// TLS settings towards an `https://` API server.
+struct TlsBase {
+    /// `None` when verification is off.
+    roots: Option<Arc<Vec<ureq::tls::Certificate<'static>>>>,
+}
+
+/// A credential obtained from a file or a plugin, and how long it may be reused.
+struct CachedCredential {
+    bearer: Option<Token>,
+    /// Set when the credential is a client certificate returned by a plugin.
+    agent: Option<ureq::Agent>,
+    fresh: Freshness,
+}
+
+enum Freshness {
+    /// A token file's content, reused for [`TokenClient::with_token_file_reread`].
+    ReadAt(Instant),
+    /// A plugin's credential with an `expirationTimestamp`.
+    Until(SystemTime),
+    /// A plugin's credential without one: reused until the API server refuses it.
+    UntilRefused,
 }
 
 impl fmt::Debug for TokenClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenClient")
             .field("url", &self.url)
-            .field("token_file", &self.token_file)
+            .field("credential", &self.credential)
             .field("expiration_seconds", &self.expiration_seconds)
             .field("bound_pod", &self.bound_pod)
             .finish_non_exhaustive()
     }
 }
 
+impl AgentFactory {
+    fn agent(&self, client_cert: Option<ureq::tls::ClientCert>) -> ureq::Agent {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // The request carries an API credential: it must never go through a proxy
+            // picked up from HTTP_PROXY, nor follow a redirect anywhere.
+            .proxy(None)
+            .max_redirects(0)
+            .timeout_connect(Some(self.connect_timeout))
+            .timeout_global(Some(self.call_timeout))
+            .user_agent(concat!("kube-audience-proxy/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &self.tls {
+            let builder = ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .client_cert(client_cert)
+                .unversioned_rustls_crypto_provider(crate::tls::provider());
+            let builder = match &tls.roots {
+                Some(roots) => builder.root_certs(ureq::tls::RootCerts::Specific(roots.clone())),
+                None => builder.disable_verification(true),
+            };
+            config = config.tls_config(builder.build());
+        }
+        config.build().new_agent()
+    }
+}
+
 impl TokenClient {
-    /// Builds the client: parses the CA file (for `https://` servers, which are then trusted
-    /// against that file only) and sets the timeouts. The mounted token is read on first use.
+    /// Builds the client: parses the CA (for `https://` servers, which are then trusted
+    /// against it only) and the client certificate, if any, and sets the timeouts. Token
+    /// files are read, and exec plugins run, on first use.
     ///
-    /// Fails when the server URL has another scheme, an `https://` server has no CA file, or
-    /// the CA file is unreadable or holds no certificate.
+    /// Fails when the server URL has another scheme, an `https://` server has no CA while
+    /// verification is on, the CA holds no certificate, a client certificate or key cannot
+    /// be loaded, or a TLS server name is asked for (see the limitation below).
+    ///
+    /// Limitation: a kubeconfig's `tls-server-name` cannot be honoured by the HTTP client and
+    /// is refused here rather than ignored.
     pub fn new(
         api: &ApiSettings,
         expiration_seconds: u32,
@@ -274,40 +373,48 @@ impl TokenClient {
             });
         };
 
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // The request carries the mounted API token: it must never go through a proxy
-            // picked up from HTTP_PROXY, nor follow a redirect anywhere.
-            .proxy(None)
-            .max_redirects(0)
-            .timeout_connect(Some(connect_timeout))
-            .timeout_global(Some(call_timeout))
-            .user_agent(concat!("kube-audience-proxy/", env!("CARGO_PKG_VERSION")));
-        if is_https {
-            let Some(ca_file) = &api.ca_file else {
+        let tls = if !is_https {
+            None
+        } else if api.insecure_skip_verify {
+            log::warn!(
+                "api server certificate is not verified (insecure-skip-tls-verify) apiserver={server}"
+            );
+            Some(TlsBase { roots: None })
+        } else {
+            if let Some(name) = &api.tls_server_name {
+                return Err(KubeError::UnsupportedTlsServerName {
+                    server: server.to_string(),
+                    name: name.clone(),
+                });
+            }
+            let Some(ca) = &api.ca else {
                 return Err(KubeError::MissingCaFile {
                     server: server.to_string(),
                 });
             };
-            let roots = read_ca_file(ca_file)?;
-            let tls = ureq::tls::TlsConfig::builder()
-                .provider(ureq::tls::TlsProvider::Rustls)
-                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-                .unversioned_rustls_crypto_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .build();
-            config = config.tls_config(tls);
-        }
+            Some(TlsBase {
+                roots: Some(Arc::new(read_ca(ca)?)),
+            })
+        };
+        let agents = AgentFactory {
+            tls,
+            connect_timeout,
+            call_timeout,
+        };
+        let client_cert = match (&api.client_cert, is_https) {
+            (Some(source), true) => Some(load_client_cert(&source.cert, &source.key)?),
+            _ => None,
+        };
 
         Ok(TokenClient {
-            agent: config.build().new_agent(),
+            agent: agents.agent(client_cert),
+            agents,
             url: token_request_url(server, &api.namespace, &api.service_account),
-            token_file: api.token_file.clone(),
+            credential: api.credential.clone(),
             expiration_seconds,
             bound_pod: None,
             token_file_reread: DEFAULT_TOKEN_FILE_REREAD,
-            mounted: Mutex::new(None),
+            cached: Mutex::new(None),
         })
     }
 
@@ -323,7 +430,7 @@ impl TokenClient {
         self
     }
 
-    /// Sets how long a read of the mounted token file is reused (default
+    /// Sets how long a read of a token file is reused (default
     /// [`DEFAULT_TOKEN_FILE_REREAD`]); zero reads it on every request.
     pub fn with_token_file_reread(mut self, interval: Duration) -> Self {
         self.token_file_reread = interval;
@@ -335,38 +442,105 @@ impl TokenClient {
         &self.url
     }
 
-    /// The mounted token, from the copy in memory while it is recent, else from the file.
-    fn mounted_token(&self, force_reread: bool) -> Result<Token, KubeError> {
-        let mut mounted = self.mounted.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = mounted.as_ref() {
-            if !force_reread && m.read_at.elapsed() < self.token_file_reread {
-                return Ok(m.token.clone());
+    /// The bearer token and agent to use: from the cache while it is fresh, else from the
+    /// token file or the exec plugin. `refresh` ignores the cache (after a 401).
+    fn credential(
+        &self,
+        audience: &str,
+        refresh: bool,
+    ) -> Result<(Option<Token>, ureq::Agent), KubeError> {
+        let (path, exec) = match &self.credential {
+            ApiCredential::None => return Ok((None, self.agent.clone())),
+            ApiCredential::Token { token, .. } => {
+                return Ok((Some(token.clone()), self.agent.clone()))
+            }
+            ApiCredential::TokenFile(path) => (Some(path), None),
+            ApiCredential::Exec(exec) => (None, Some(exec)),
+        };
+        // Held while a plugin runs, so that concurrent callers wait for its one answer.
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cached.as_ref() {
+            let fresh = match c.fresh {
+                Freshness::ReadAt(at) => at.elapsed() < self.token_file_reread,
+                Freshness::Until(until) => SystemTime::now() < until,
+                Freshness::UntilRefused => true,
+            };
+            if fresh && !refresh {
+                let agent = c.agent.clone().unwrap_or_else(|| self.agent.clone());
+                return Ok((c.bearer.clone(), agent));
             }
         }
-        let token = read_token_file(&self.token_file)?;
-        *mounted = Some(MountedToken {
-            token: token.clone(),
-            read_at: Instant::now(),
+        if let Some(path) = path {
+            let token = read_token_file(path)?;
+            *cached = Some(CachedCredential {
+                bearer: Some(token.clone()),
+                agent: None,
+                fresh: Freshness::ReadAt(Instant::now()),
+            });
+            return Ok((Some(token), self.agent.clone()));
+        }
+        let exec = exec.expect("the credential is a token file or a plugin here");
+        log::debug!(
+            "running exec credential plugin command={}",
+            exec.command.display()
+        );
+        let credential = exec.run().map_err(|source| KubeError::ExecPlugin {
+            audience: audience.to_string(),
+            source,
+        })?;
+        let agent = match &credential.client_cert_pem {
+            None => self.agent.clone(),
+            Some((cert, key)) => {
+                let origin = |what: &str| format!("{}, exec plugin {what}", exec.origin);
+                let cert = PemSource::Inline {
+                    origin: origin("client certificate"),
+                    pem: cert.clone(),
+                };
+                let key = PemSource::Inline {
+                    origin: origin("client key"),
+                    pem: key.clone(),
+                };
+                self.agents.agent(Some(load_client_cert(&cert, &key)?))
+            }
+        };
+        let fresh = match credential.expires_at {
+            Some(until) => {
+                let expires_in_s = until
+                    .duration_since(SystemTime::now())
+                    .map_or(0, |d| d.as_secs());
+                log::debug!("exec credential obtained expires_in_s={expires_in_s}");
+                Freshness::Until(until)
+            }
+            None => {
+                log::debug!("exec credential obtained expires_in_s=none");
+                Freshness::UntilRefused
+            }
+        };
+        *cached = Some(CachedCredential {
+            bearer: credential.token.clone(),
+            agent: credential.client_cert_pem.is_some().then(|| agent.clone()),
+            fresh,
         });
-        Ok(token)
+        Ok((credential.token, agent))
     }
 
     /// One HTTP exchange; returns the status and the body (bounded).
     fn post(
         &self,
         audience: &str,
-        bearer: &Token,
+        agent: &ureq::Agent,
+        bearer: Option<&Token>,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), KubeError> {
         let transport = |e: ureq::Error| classify_transport_error(audience, &self.url, e);
-        let mut response = self
-            .agent
+        let mut request = agent
             .post(&self.url)
-            .header("Authorization", format!("Bearer {}", bearer.expose()))
             .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
-            .send(body)
-            .map_err(transport)?;
+            .header("Accept", "application/json");
+        if let Some(bearer) = bearer {
+            request = request.header("Authorization", format!("Bearer {}", bearer.expose()));
+        }
+        let mut response = request.send(body).map_err(transport)?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -379,19 +553,24 @@ impl TokenClient {
 }
 
 impl TokenSource for TokenClient {
-    /// Posts a TokenRequest for `audience`. After a 401 the mounted token file is read again
-    /// and the request retried once, in case the kubelet rotated it in the meantime.
+    /// Posts a TokenRequest for `audience`. After a 401 a token file is read again, or an
+    /// exec plugin run again, and the request retried once, in case the credential was
+    /// rotated or revoked in the meantime.
     fn request_token(&self, audience: &str) -> Result<IssuedToken, KubeError> {
         let body = request_body(audience, self.expiration_seconds, self.bound_pod.as_ref());
 
-        let bearer = self.mounted_token(false)?;
-        let (mut status, mut response) = self.post(audience, &bearer, &body)?;
-        if status == 401 {
+        let (bearer, agent) = self.credential(audience, false)?;
+        let (mut status, mut response) = self.post(audience, &agent, bearer.as_ref(), &body)?;
+        let renewable = matches!(
+            self.credential,
+            ApiCredential::TokenFile(_) | ApiCredential::Exec(_)
+        );
+        if status == 401 && renewable {
             log::debug!(
-                "token request unauthorized, re-reading api token file audience={audience}"
+                "token request unauthorized, renewing the api credential audience={audience}"
             );
-            let bearer = self.mounted_token(true)?;
-            (status, response) = self.post(audience, &bearer, &body)?;
+            let (bearer, agent) = self.credential(audience, true)?;
+            (status, response) = self.post(audience, &agent, bearer.as_ref(), &body)?;
         }
 
         if !(200..300).contains(&status) {
@@ -448,22 +627,74 @@ struct ApiStatus {
     message: Option<String>,
 }
 
-fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, KubeError> {
-    let read_error = |e| KubeError::ReadCaFile {
-        path: path.to_path_buf(),
-        source: Arc::new(e),
-    };
+/// The CA bundle's certificates: from its file, or from inline PEM.
+fn read_ca(ca: &PemSource) -> Result<Vec<ureq::tls::Certificate<'static>>, KubeError> {
     let mut roots = Vec::new();
-    for cert in CertificateDer::pem_file_iter(path).map_err(read_error)? {
-        let cert = cert.map_err(read_error)?;
-        roots.push(ureq::tls::Certificate::from_der(cert.as_ref()).to_owned());
-    }
-    if roots.is_empty() {
-        return Err(KubeError::NoCertificatesInCaFile {
-            path: path.to_path_buf(),
-        });
+    match ca {
+        PemSource::File(path) => {
+            let read_error = |e| KubeError::ReadCaFile {
+                path: path.to_path_buf(),
+                source: Arc::new(e),
+            };
+            for cert in CertificateDer::pem_file_iter(path).map_err(read_error)? {
+                let cert = cert.map_err(read_error)?;
+                roots.push(ureq::tls::Certificate::from_der(cert.as_ref()).to_owned());
+            }
+            if roots.is_empty() {
+                return Err(KubeError::NoCertificatesInCaFile {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        PemSource::Inline { origin, pem } => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|_| KubeError::ParseCaData {
+                    origin: origin.clone(),
+                })?;
+                roots.push(ureq::tls::Certificate::from_der(cert.as_ref()).to_owned());
+            }
+            if roots.is_empty() {
+                return Err(KubeError::ParseCaData {
+                    origin: origin.clone(),
+                });
+            }
+        }
     }
     Ok(roots)
+}
+
+/// Loads a client certificate chain and its key, from files or inline PEM.
+fn load_client_cert(cert: &PemSource, key: &PemSource) -> Result<ureq::tls::ClientCert, KubeError> {
+    let bytes = |source: &PemSource, what: &'static str| match source {
+        PemSource::File(path) => std::fs::read(path).map_err(|e| KubeError::ClientCert {
+            origin: source.describe(),
+            what,
+            reason: "cannot be read",
+            source: Some(Arc::new(e)),
+        }),
+        PemSource::Inline { pem, .. } => Ok(pem.clone()),
+    };
+    let invalid = |source: &PemSource, what, reason| KubeError::ClientCert {
+        origin: source.describe(),
+        what,
+        reason,
+        source: None,
+    };
+
+    let cert_pem = bytes(cert, "client certificate")?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .map(|c| c.map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| invalid(cert, "client certificate", "is not valid PEM"))?;
+    if chain.is_empty() {
+        return Err(invalid(cert, "client certificate", "holds no certificate"));
+    }
+
+    let key_pem = bytes(key, "client key")?;
+    // The PEM parser's error could quote key material: only our own reason is kept.
+    let key_der = ureq::tls::PrivateKey::from_pem(&key_pem)
+        .map_err(|_| invalid(key, "client key", "holds no private key"))?;
+    Ok(ureq::tls::ClientCert::new_with_certs(&chain, key_der))
 }
 
 fn read_token_file(path: &Path) -> Result<Token, KubeError> {
@@ -661,13 +892,13 @@ mod tests {
     const FAKE: &str = "fake-token-value-for-tests";
 
     fn settings(server: &str, ca_file: Option<&str>) -> ApiSettings {
-        ApiSettings {
-            server: server.to_string(),
-            ca_file: ca_file.map(PathBuf::from),
-            token_file: PathBuf::from("/nonexistent/token"),
-            namespace: "monitoring".into(),
-            service_account: "prometheus".into(),
-        }
+        ApiSettings::mounted(
+            server,
+            ca_file.map(PathBuf::from),
+            "/nonexistent/token",
+            "monitoring",
+            "prometheus",
+        )
     }
 
     #[test]

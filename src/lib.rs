@@ -7,8 +7,10 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod exec;
 pub mod http1;
 pub mod kube;
+pub mod kubeconfig;
 pub mod logging;
 pub mod ops;
 pub mod policy;

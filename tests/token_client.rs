@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use common::apiserver::{audience_of, unrelated_ca_pem, FakeApiServer};
 use common::tempdir::TempDir;
+use kube_audience_proxy::config::PemSource;
 use kube_audience_proxy::kube::{KubeError, TokenClient};
 use kube_audience_proxy::token::TokenSource;
 
@@ -171,7 +172,7 @@ fn a_certificate_from_another_ca_is_a_tls_error() {
     let other_ca = dir.join("other-ca.crt");
     std::fs::write(&other_ca, unrelated_ca_pem()).unwrap();
     let mut settings = server.api_settings();
-    settings.ca_file = Some(other_ca);
+    settings.ca = Some(PemSource::File(other_ca));
     let client = std::sync::Arc::new(
         TokenClient::new(
             &settings,
@@ -202,7 +203,7 @@ fn a_ca_file_without_certificates_is_refused_at_start() {
     let empty = dir.join("empty.crt");
     std::fs::write(&empty, "not a certificate\n").unwrap();
     let mut settings = server.api_settings();
-    settings.ca_file = Some(empty.clone());
+    settings.ca = Some(PemSource::File(empty.clone()));
     let err = TokenClient::new(
         &settings,
         3600,

@@ -6,6 +6,11 @@
 //! mounted API `token` file are written into the server's directory. Issued tokens are
 //! `fake-token.<audience>.<serial>`, so that a target can tell which audience a token was
 //! minted for ([`audience_of`]).
+//!
+//! Besides the mounted token, it can accept extra bearer tokens ([`FakeApiServer::accept_bearer`])
+//! and, when built with [`Builder::client_certs`], TLS client certificates signed by a client
+//! CA of its own ([`FakeApiServer::issue_client_cert`]); a verified certificate authenticates a
+//! request without a bearer token, as on a real API server.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -55,9 +60,18 @@ pub struct Builder {
     listen: SocketAddr,
     dir: Option<PathBuf>,
     mounted_token: String,
+    client_certs: bool,
 }
 
 impl Builder {
+    /// Verify TLS client certificates against a client CA generated at start: a request with
+    /// a certificate it signed is authenticated; one signed by another CA fails the handshake;
+    /// requests without one still authenticate with a bearer token.
+    pub fn client_certs(mut self) -> Self {
+        self.client_certs = true;
+        self
+    }
+
     /// The namespace whose service account may be asked for tokens (default `monitoring`).
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = namespace.to_string();
@@ -110,14 +124,28 @@ impl Builder {
         std::fs::write(&ca_file, &pki.ca_pem).expect("write ca.crt");
         std::fs::write(&token_file, format!("{}\n", self.mounted_token)).expect("write token");
 
-        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(pki.chain, pki.key)
-        .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let (builder, client_ca) = if self.client_certs {
+            let ca = ClientCa::generate();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.cert_der.clone()).expect("client ca root");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .expect("client verifier");
+            (builder.with_client_cert_verifier(verifier), Some(ca))
+        } else {
+            (builder.with_no_client_auth(), None)
+        };
+        let tls = builder
+            .with_single_cert(pki.chain, pki.key)
+            .expect("server certificate");
 
         let state = Arc::new(State {
             namespace: self.namespace,
@@ -131,6 +159,8 @@ impl Builder {
             requests: Mutex::new(Vec::new()),
             serial: AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
+            extra_bearers: Mutex::new(Vec::new()),
+            client_cert_calls: AtomicUsize::new(0),
         });
         let listener =
             async_std::task::block_on(TcpListener::bind(self.listen)).expect("bind fake api");
@@ -143,6 +173,7 @@ impl Builder {
             ca_file,
             token_file,
             ca_pem: pki.ca_pem,
+            client_ca,
             _tempdir: tempdir,
         };
         server.serve(listener);
@@ -159,7 +190,42 @@ pub struct FakeApiServer {
     ca_file: PathBuf,
     token_file: PathBuf,
     ca_pem: String,
+    client_ca: Option<ClientCa>,
     _tempdir: Option<TempDir>,
+}
+
+/// The CA whose client certificates the server accepts.
+struct ClientCa {
+    cert_der: CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl ClientCa {
+    fn generate() -> ClientCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "fake kube-apiserver client CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("client ca key");
+        let cert = params.self_signed(&key).expect("client ca cert");
+        ClientCa {
+            cert_der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn issue(&self, user: &str) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("client key");
+        let cert = params.signed_by(&key, &self.issuer).expect("client cert");
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// How the next calls fail.
@@ -182,6 +248,8 @@ struct State {
     requests: Mutex<Vec<Value>>,
     serial: AtomicU64,
     connections: Mutex<Vec<JoinHandle<()>>>,
+    extra_bearers: Mutex<Vec<String>>,
+    client_cert_calls: AtomicUsize,
 }
 
 impl FakeApiServer {
@@ -194,7 +262,40 @@ impl FakeApiServer {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             dir: None,
             mounted_token: "fake-mounted-api-token-0".into(),
+            client_certs: false,
         }
+    }
+
+    /// A client certificate and key (PEM) for `user`, signed by the client CA.
+    /// Panics unless built with [`Builder::client_certs`].
+    pub fn issue_client_cert(&self, user: &str) -> (String, String) {
+        self.client_ca
+            .as_ref()
+            .expect("the server was built with client_certs()")
+            .issue(user)
+    }
+
+    /// Accepts `token` as a bearer token too, besides the mounted one.
+    pub fn accept_bearer(&self, token: &str) {
+        self.state
+            .extra_bearers
+            .lock()
+            .unwrap()
+            .push(token.to_string());
+    }
+
+    /// No longer accepts a token given to [`accept_bearer`](Self::accept_bearer).
+    pub fn revoke_bearer(&self, token: &str) {
+        self.state
+            .extra_bearers
+            .lock()
+            .unwrap()
+            .retain(|t| t != token);
+    }
+
+    /// Requests authenticated by a verified client certificate.
+    pub fn client_cert_calls(&self) -> usize {
+        self.state.client_cert_calls.load(Ordering::SeqCst)
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -224,13 +325,13 @@ impl FakeApiServer {
 
     /// Settings for a client of this server.
     pub fn api_settings(&self) -> ApiSettings {
-        ApiSettings {
-            server: self.url(),
-            ca_file: Some(self.ca_file.clone()),
-            token_file: self.token_file.clone(),
-            namespace: self.state.namespace.clone(),
-            service_account: self.state.service_account.clone(),
-        }
+        ApiSettings::mounted(
+            self.url(),
+            Some(self.ca_file.clone()),
+            self.token_file.clone(),
+            self.state.namespace.clone(),
+            self.state.service_account.clone(),
+        )
     }
 
     /// Replaces the accepted mounted token, as the kubelet does when it rotates it.
@@ -340,10 +441,12 @@ impl FakeApiServer {
                     let Ok(Ok(tls)) = handshake.await else {
                         return;
                     };
+                    // The verifier only lets through certificates the client CA signed.
+                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
                     let stream = SharedStream(Arc::new(Mutex::new(tls)));
                     let _ = async_h1::accept(stream, |req| {
                         let state = state2.clone();
-                        async move { Ok(state.handle(req).await) }
+                        async move { Ok(state.handle(req, client_cert).await) }
                     })
                     .await;
                 });
@@ -362,7 +465,7 @@ impl Drop for FakeApiServer {
 }
 
 impl State {
-    async fn handle(&self, mut req: Request) -> Response {
+    async fn handle(&self, mut req: Request, client_cert: bool) -> Response {
         self.total_calls.fetch_add(1, Ordering::SeqCst);
 
         let path = req.url().path().to_string();
@@ -410,7 +513,17 @@ impl State {
             .map(|v| v.last().as_str().to_string());
         let expected = std::fs::read_to_string(&self.token_file).unwrap_or_default();
         let expected = expected.trim();
-        if expected.is_empty() || presented.as_deref() != Some(&format!("Bearer {expected}")) {
+        let mounted_ok =
+            !expected.is_empty() && presented.as_deref() == Some(&format!("Bearer {expected}"));
+        let extra_ok = self
+            .extra_bearers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| presented.as_deref() == Some(&format!("Bearer {t}")));
+        if client_cert && !mounted_ok && !extra_ok {
+            self.client_cert_calls.fetch_add(1, Ordering::SeqCst);
+        } else if !mounted_ok && !extra_ok {
             return self.failure(401, &ns, &sa);
         }
 
