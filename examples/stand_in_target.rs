@@ -135,8 +135,9 @@ fn serve<S: Read + Write>(stream: S, body: &str) {
              stand_in_target_token_audience{{audience=\"{}\"}} 1\n{body}",
             label_value(&audience)
         );
+        let connection = if close { "Connection: close\r\n" } else { "" };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{text}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n{connection}\r\n{text}",
             text.len()
         );
         let stream = reader.get_mut();
