@@ -1,6 +1,7 @@
 //! A stand-in scrape target for the demo and the benchmarks: answers every request with a
 //! Prometheus-style text body and reports which audience the bearer token it received was
-//! minted for (the stand-in API server's tokens carry it in the clear; real tokens are JWTs).
+//! minted for (the stand-in API server's tokens carry it in the clear; real tokens are JWTs),
+//! both as a comment and as the metric `stand_in_target_token_audience{audience="…"} 1`.
 //!
 //! Usage: `stand_in_target [--listen ADDR] [--body-bytes N] [--tls-cert-dir DIR]`
 //!
@@ -46,14 +47,23 @@ fn metrics_body(len: usize) -> String {
     let mut body = String::from("# HELP demo_requests_total Requests served.\n");
     body.push_str("# TYPE demo_requests_total counter\n");
     let mut i = 0;
-    while body.len() < len {
-        body.push_str(&format!(
-            "demo_requests_total{{handler=\"/h{i:04}\",code=\"200\"}} {i}\n"
-        ));
+    loop {
+        // Whole lines only: a cut line would make the exposition unparsable.
+        let line = format!("demo_requests_total{{handler=\"/h{i:04}\",code=\"200\"}} {i}\n");
+        if body.len() + line.len() > len {
+            return body;
+        }
+        body.push_str(&line);
         i += 1;
     }
-    body.truncate(len);
-    body
+}
+
+/// `value` escaped for a label value of the text exposition format.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn tls_config(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
@@ -119,10 +129,15 @@ fn serve<S: Read + Write>(stream: S, body: &str) {
                 close = true;
             }
         }
-        let text =
-            format!("# token audience seen by the target: {audience}\n# path: {target}\n{body}");
+        let text = format!(
+            "# token audience seen by the target: {audience}\n# path: {target}\n\
+             # TYPE stand_in_target_token_audience gauge\n\
+             stand_in_target_token_audience{{audience=\"{}\"}} 1\n{body}",
+            label_value(&audience)
+        );
+        let connection = if close { "Connection: close\r\n" } else { "" };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{text}",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n{connection}\r\n{text}",
             text.len()
         );
         let stream = reader.get_mut();

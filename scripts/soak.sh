@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Soak and leak check of kube-audience-proxy, on 127.0.0.1 from a release build:
+#   1. REQUESTS (default 200000) requests, keep-alive and new connections mixed, plain HTTP
+#      and intercepted HTTPS, over 20 audiences whose tokens live TOKEN_SECONDS (default 3 s,
+#      so they are refreshed all the time): no request may fail; the proxy's RSS after the
+#      run must be within 10% of its RSS after the first 10,000; once the clients have left,
+#      its open descriptors must be back to the count after the first 10,000.
+#   2. HOLD (default 1000) client connections held open while requests flow: each is served
+#      before and after the load, none is refused.
+# Stops everything it starts. Exits non-zero, saying which check failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-200000}
+HOLD=${HOLD:-1000}
+TOKEN_SECONDS=${TOKEN_SECONDS:-3}
+# Descriptors for the held connections, both sides, plus the load.
+ulimit -n 8192 2>/dev/null || true
+
+echo "soak: building (release) ..." >&2
+cargo build --quiet --release --bin kube-audience-proxy --example stand_in_apiserver \
+  --example stand_in_target --example bench_client
+bin=target/release
+client=$bin/examples/bench_client
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+failed=0
+check() { # $1 = condition (0/1), $2 = message
+  if [[ $1 == 1 ]]; then echo "soak: ok     $2"; else echo "soak: FAILED $2"; failed=1; fi
+}
+
+wait_for() {
+  local file=$1 prefix=$2
+  for _ in $(seq 150); do
+    if line=$(grep -m1 -E "$prefix" "$file" 2>/dev/null); then
+      echo "$line" | sed -E "s/.*$prefix//"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "soak: timed out waiting for '$prefix' in $file" >&2
+  cat "$file" >&2
+  return 1
+}
+
+"$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" --namespace soak \
+  --service-account prometheus --token-lifetime-seconds "$TOKEN_SECONDS" >"$work/api.out" 2>&1 &
+pids+=($!)
+api_url=$(wait_for "$work/api.out" "^url=")
+"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 10240 >"$work/http.out" 2>&1 &
+pids+=($!)
+http_target=$(wait_for "$work/http.out" "^listening ")
+mkdir -p "$work/tls"
+"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 10240 \
+  --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
+pids+=($!)
+https_target="localhost:$(wait_for "$work/https.out" "^listening " | sed 's/.*://')"
+
+"$bin/kube-audience-proxy" --insecure-listen-address=127.0.0.1:0 \
+  --apiserver="$api_url" --apiserver-ca-file="$work/api/ca.crt" \
+  --apiserver-token-file="$work/api/token" --service-account=prometheus --namespace=soak \
+  --ca-file-destination="$work/proxy-ca.crt" --upstream-ca-file="$work/tls/target-ca.crt" \
+  >"$work/proxy.log" 2>&1 &
+proxy_pid=$!
+pids+=("$proxy_pid")
+proxy=$(wait_for "$work/proxy.log" 'msg="listening" addr=' | cut -d' ' -f1)
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$proxy_pid/status"; }
+fds() { find "/proc/$proxy_pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+fds_start=$(fds)
+
+# Runs N requests split over four clients at once: plain keep-alive (20 connections), plain
+# new connections (4), intercepted keep-alive (10 tunnels), intercepted new CONNECT + TLS (4).
+# Appends each client's result line to $work/results.
+mixed() {
+  local n=$1 c_pids=() k
+  local http="http://$http_target/metrics?kubernetes-audience={aud}"
+  local https="https://$https_target/metrics?kubernetes-audience={aud}"
+  local common=(--audiences 20 --seconds 3600 --proxy "$proxy")
+  "$client" load --url "$http" "${common[@]}" --connections 20 --requests $((n * 4 / 10)) \
+    >"$work/c1" &
+  c_pids+=($!)
+  "$client" load --url "$http" "${common[@]}" --connections 4 --new-connections \
+    --requests $((n * 2 / 10)) >"$work/c2" &
+  c_pids+=($!)
+  "$client" load --url "$https" "${common[@]}" --ca "$work/proxy-ca.crt" --connections 10 \
+    --requests $((n * 3 / 10)) >"$work/c3" &
+  c_pids+=($!)
+  "$client" load --url "$https" "${common[@]}" --ca "$work/proxy-ca.crt" --connections 4 \
+    --new-connections --requests $((n - n * 9 / 10)) >"$work/c4" &
+  c_pids+=($!)
+  for k in "${c_pids[@]}"; do wait "$k"; done
+  cat "$work/c1" "$work/c2" "$work/c3" "$work/c4" >>"$work/results"
+}
+sum() { grep -o "$1=[0-9]*" "$work/results" | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }'; }
+
+echo "soak: first 10000 requests ..." >&2
+mixed 10000
+sleep 1
+rss_first=$(rss_kib)
+fds_first=$(fds)
+echo "soak: $((REQUESTS - 10000)) more requests (tokens live ${TOKEN_SECONDS}s) ..." >&2
+started=$(date +%s)
+mixed $((REQUESTS - 10000))
+elapsed=$(($(date +%s) - started))
+sleep 1
+rss_last=$(rss_kib)
+fds_last=$(fds)
+
+served=$(sum requests)
+errors=$(sum errors)
+echo "soak: $served requests served, $errors failed; last $((REQUESTS - 10000)) in ${elapsed}s"
+check "$([[ $errors == 0 && $served == "$REQUESTS" ]] && echo 1 || echo 0)" \
+  "all $REQUESTS requests served ($served), none failed ($errors)"
+check "$(awk -v a="$rss_first" -v b="$rss_last" 'BEGIN { print (b <= a * 1.10) ? 1 : 0 }')" \
+  "RSS after the run $((rss_last / 1024)) MiB ($rss_last KiB) within 10% of after the first 10000 ($rss_first KiB)"
+check "$([[ $fds_last -le $fds_first ]] && echo 1 || echo 0)" \
+  "open descriptors once clients left: $fds_last, after the first 10000: $fds_first (at start: $fds_start)"
+
+echo "soak: $HOLD connections held open while requests flow ..." >&2
+: >"$work/results"
+"$client" load --url "http://$http_target/metrics?kubernetes-audience={aud}" --proxy "$proxy" \
+  --audiences 20 --connections 10 --seconds 5 --hold "$HOLD" >"$work/hold"
+cat "$work/hold" >>"$work/results"
+held=$(grep -o 'held=[0-9]*' "$work/hold" | cut -d= -f2)
+hold_errors=$(grep -o 'hold_errors=[0-9]*' "$work/hold" | cut -d= -f2)
+check "$([[ $held == "$HOLD" && $hold_errors == 0 && $(sum errors) == 0 ]] && echo 1 || echo 0)" \
+  "$held of $HOLD held connections served before and after, $hold_errors refused or failed; $(sum requests) other requests meanwhile, $(sum errors) failed"
+sleep 1
+check "$([[ $(fds) -le $((fds_first + 2)) ]] && echo 1 || echo 0)" \
+  "descriptors after the held connections closed: $(fds) (idle: $fds_first)"
+exit "$failed"
