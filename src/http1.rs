@@ -288,7 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BufIo<S> {
                 .get_or_insert_with(|| Instant::now() + if started { head_time } else { idle });
             let wait = deadline_at.saturating_duration_since(Instant::now());
             let end = self.end;
-            let read = timeout(wait, self.stream.read(&mut self.buf[end..])).await;
+            let read = within(wait, self.stream.read(&mut self.buf[end..])).await;
             match read {
                 Err(_) if started => return Err(HeadError::Timeout),
                 Err(_) => return Err(HeadError::Idle),
@@ -573,14 +573,17 @@ impl BodyError {
     }
 }
 
-/// Copies one body from `src` to `dst`, decoding `kind` and encoding `out`. Each read waits
-/// at most `stall` for data. Flushes `dst` at the end. Returns the number of body bytes.
+/// Copies one body from `src` to `dst`, decoding `kind` and encoding `out`. `head` (the
+/// message head, or nothing) goes out in the same write as the first body bytes, so a small
+/// message leaves as one packet. Each read waits at most `stall` for data. Flushes `dst` at
+/// the end. Returns the number of body bytes.
 pub async fn copy_body<R, W>(
     src: &mut BufIo<R>,
     kind: BodyKind,
     dst: &mut W,
     out: OutFraming,
     stall: Duration,
+    head: Vec<u8>,
 ) -> Result<u64, BodyError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
@@ -589,7 +592,7 @@ where
     let mut writer = BodyWriter {
         dst,
         out,
-        scratch: Vec::new(),
+        pending: head,
     };
     let total = match kind {
         BodyKind::None => 0,
@@ -598,9 +601,13 @@ where
         BodyKind::Chunked => copy_chunked(src, &mut writer, stall).await?,
     };
     if out == OutFraming::Chunked {
+        writer.pending.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !writer.pending.is_empty() {
+        let pending = std::mem::take(&mut writer.pending);
         writer
             .dst
-            .write_all(b"0\r\n\r\n")
+            .write_all(&pending)
             .await
             .map_err(BodyError::Write)?;
     }
@@ -611,7 +618,8 @@ where
 struct BodyWriter<'a, W: ?Sized> {
     dst: &'a mut W,
     out: OutFraming,
-    scratch: Vec<u8>,
+    /// Bytes to send before the next body bytes: the head, then chunk framing.
+    pending: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin + ?Sized> BodyWriter<'_, W> {
@@ -619,22 +627,22 @@ impl<W: AsyncWrite + Unpin + ?Sized> BodyWriter<'_, W> {
         if data.is_empty() {
             return Ok(());
         }
-        match self.out {
-            OutFraming::Raw => self.dst.write_all(data).await.map_err(BodyError::Write),
-            OutFraming::Chunked => {
-                // One write per chunk: separate writes of size line, data and CRLF would each
-                // become a packet (TCP_NODELAY) or a TLS record.
-                self.scratch.clear();
-                self.scratch
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                self.scratch.extend_from_slice(data);
-                self.scratch.extend_from_slice(b"\r\n");
-                self.dst
-                    .write_all(&self.scratch)
-                    .await
-                    .map_err(BodyError::Write)
-            }
+        if self.out == OutFraming::Raw && self.pending.is_empty() {
+            return self.dst.write_all(data).await.map_err(BodyError::Write);
         }
+        // One write per piece: separate writes of head, size line, data and CRLF would each
+        // become a packet (TCP_NODELAY) or a TLS record.
+        if self.out == OutFraming::Chunked {
+            self.pending
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        self.pending.extend_from_slice(data);
+        if self.out == OutFraming::Chunked {
+            self.pending.extend_from_slice(b"\r\n");
+        }
+        let result = self.dst.write_all(&self.pending).await;
+        self.pending.clear();
+        result.map_err(BodyError::Write)
     }
 }
 
@@ -642,7 +650,7 @@ async fn fill<R: AsyncRead + AsyncWrite + Unpin>(
     src: &mut BufIo<R>,
     stall: Duration,
 ) -> Result<usize, BodyError> {
-    match timeout(stall, src.fill_buf()).await {
+    match within(stall, src.fill_buf()).await {
         Err(_) => Err(BodyError::Stalled),
         Ok(Err(e)) => Err(BodyError::Read(e)),
         Ok(Ok(bytes)) => Ok(bytes.len()),
@@ -769,6 +777,21 @@ where
         if trailer_bytes > MAX_HEAD_BYTES {
             return Err(BodyError::MalformedChunk("trailer section too large"));
         }
+    }
+}
+
+/// Awaits `future` for at most `limit`. The timer is armed only when the future does not
+/// finish on its first poll: most reads find data waiting, and arming and disarming a timer
+/// for each of them is a measurable share of a proxied request.
+pub async fn within<F: std::future::Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, async_std::future::TimeoutError> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(output) => Ok(output),
+        std::task::Poll::Pending => timeout(limit, future).await,
     }
 }
 
@@ -1030,7 +1053,7 @@ mod tests {
     fn copy(wire: &[u8], kind: BodyKind, out: OutFraming) -> (Result<u64, BodyError>, Vec<u8>) {
         let mut src = BufIo::new(Duplex::new(wire));
         let mut dst = Duplex::new(b"");
-        let result = block_on(copy_body(&mut src, kind, &mut dst, out, T));
+        let result = block_on(copy_body(&mut src, kind, &mut dst, out, T, Vec::new()));
         (result, dst.output)
     }
 

@@ -15,7 +15,7 @@ use crate::http1::{
 use crate::ops::Outcome;
 use crate::token::Token;
 use crate::upstream::{Conn, Target};
-use async_std::io::WriteExt;
+use async_std::io::{Write as AsyncWrite, WriteExt};
 
 /// What the client connection should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,21 +288,27 @@ async fn send_request(
     body: BodyKind,
 ) -> Result<ResponseHead, SendError> {
     let gone = |e: std::io::Error| SendError::UpstreamGone(format!("sending the request: {e}"));
-    conn.io
-        .get_mut()
-        .write_all(request_head)
-        .await
-        .map_err(gone)?;
-    if body == BodyKind::None {
-        conn.io.get_mut().flush().await.map_err(gone)?;
+    if matches!(body, BodyKind::None | BodyKind::Length(0)) {
+        // Sent on its own, so that a failure here is known to be the upstream's (and the
+        // request may be retried on a fresh connection).
+        let io = conn.io.get_mut();
+        io.write_all(request_head).await.map_err(gone)?;
+        io.flush().await.map_err(gone)?;
     } else {
         let out = if body == BodyKind::Chunked {
             OutFraming::Chunked
         } else {
             OutFraming::Raw
         };
+        let head = together_with_body(
+            !client.buffered().is_empty(),
+            conn.io.get_mut(),
+            request_head.to_vec(),
+        )
+        .await
+        .map_err(gone)?;
         let stall = ctx.timeouts.client_idle;
-        copy_body(client, body, conn.io.get_mut(), out, stall)
+        copy_body(client, body, conn.io.get_mut(), out, stall, head)
             .await
             .map_err(SendError::ClientBody)?;
     }
@@ -365,10 +371,20 @@ async fn relay_response(
     close |= client_wants_close;
     let headers = rewrite::client_response_headers(&response.headers, client_body, close);
     let head = encode_response_head(response.status, &response.reason, &headers);
-    write_client(client, &head).await?;
+    let head = together_with_body(!conn.io.buffered().is_empty(), client.get_mut(), head)
+        .await
+        .map_err(|e| Failure::Abort(format!("writing to the client: {e}")))?;
 
     let stall = ctx.timeouts.upstream_response;
-    let copied = copy_body(&mut conn.io, upstream_body, client.get_mut(), out, stall).await;
+    let copied = copy_body(
+        &mut conn.io,
+        upstream_body,
+        client.get_mut(),
+        out,
+        stall,
+        head,
+    )
+    .await;
     if let Err(e) = copied {
         // The target broke off (the client sees a short body and a closed connection), or the
         // client went away; either way this upstream connection is not reusable.
@@ -390,6 +406,22 @@ async fn relay_response(
     }
     let next = if close { Next::Close } else { Next::KeepAlive };
     Ok((response.status, next))
+}
+
+/// Returns `head` to be sent with the first body bytes when some have already arrived from
+/// the sender (one packet for a small message), or sends it now and returns nothing, so that a
+/// slow body does not hold the head back.
+async fn together_with_body<W: AsyncWrite + Unpin + ?Sized>(
+    body_arrived: bool,
+    dst: &mut W,
+    head: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    if body_arrived {
+        return Ok(head);
+    }
+    dst.write_all(&head).await?;
+    dst.flush().await?;
+    Ok(Vec::new())
 }
 
 async fn write_client(client: &mut ClientIo, bytes: &[u8]) -> Result<(), Failure> {
