@@ -1,0 +1,1 @@
+wrk.path = "http:///metrics?kubernetes-audience=bench-http"
