@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -146,15 +146,29 @@ pub async fn start(config: &Config) -> Result<RunningProxy, AppError> {
         }
     };
 
-    let upstream_tls = tls::upstream_client_config(&config.upstream_tls, config.api.ca_file())
+    // Bad CA files stop the start; the full configuration, which also parses the system
+    // trust store, is built in the background so that it does not delay the first request.
+    tls::check_upstream_ca_files(&config.upstream_tls, config.api.ca_file())
         .map_err(AppError::Tls)?;
-    if upstream_tls.insecure {
+    if config.upstream_tls.insecure_skip_verify {
         warn!("upstream certificates are not verified (--insecure-skip-tls-verify): any target can impersonate any other");
-    } else if upstream_tls.root_count == 0 {
-        warn!("no trusted roots for upstream TLS: https targets will fail verification; mount a CA bundle and set SSL_CERT_FILE, or pass --upstream-ca-file");
     }
-    let upstream = Upstream::new(
-        Some(upstream_tls.client_config),
+    let upstream_settings = config.upstream_tls.clone();
+    let apiserver_ca = config.api.ca_file().map(Path::to_path_buf);
+    let upstream = Upstream::with_tls_loading(
+        move || match tls::upstream_client_config(&upstream_settings, apiserver_ca.as_deref()) {
+            Ok(loaded) => {
+                if loaded.root_count == 0 && !loaded.insecure {
+                    warn!("no trusted roots for upstream TLS: https targets will fail verification; mount a CA bundle and set SSL_CERT_FILE, or pass --upstream-ca-file");
+                }
+                Some(loaded.client_config)
+            }
+            Err(e) => {
+                // Only a file that changed since the check above can get here.
+                warn!("upstream TLS unavailable, https targets will get 502 error=\"{e}\"");
+                None
+            }
+        },
         config.timeouts.upstream_connect,
         config.timeouts.upstream_idle,
     );

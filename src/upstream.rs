@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,34 @@ impl UpstreamError {
     }
 }
 
+/// The TLS client configuration for targets, possibly still being built.
+struct TlsSlot {
+    ready: Arc<OnceLock<Option<TlsConnector>>>,
+    /// Closed once `ready` is set; `recv` on it is how a dial waits.
+    done_rx: async_std::channel::Receiver<()>,
+    done_tx: Mutex<Option<async_std::channel::Sender<()>>>,
+}
+
+impl Default for TlsSlot {
+    fn default() -> Self {
+        let (tx, rx) = async_std::channel::bounded(1);
+        TlsSlot {
+            ready: Arc::new(OnceLock::new()),
+            done_rx: rx,
+            done_tx: Mutex::new(Some(tx)),
+        }
+    }
+}
+
+impl TlsSlot {
+    async fn connector(&self) -> Option<&TlsConnector> {
+        if self.ready.get().is_none() {
+            let _ = self.done_rx.recv().await;
+        }
+        self.ready.get().and_then(Option::as_ref)
+    }
+}
+
 /// A connection to a target, plain or TLS.
 pub enum UpstreamIo {
     Plain(TcpStream),
@@ -187,7 +215,7 @@ pub struct UpstreamStats {
 
 /// Dials targets and keeps idle connections for reuse.
 pub struct Upstream {
-    tls: Option<TlsConnector>,
+    tls: TlsSlot,
     connect_timeout: Duration,
     idle_timeout: Duration,
     /// Addresses the proxy listens on, to refuse requests that would loop back into it.
@@ -203,8 +231,34 @@ impl Upstream {
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Upstream {
+        let slot = TlsSlot::default();
+        let _ = slot.ready.set(tls.map(TlsConnector::from));
+        Upstream::with_slot(slot, connect_timeout, idle_timeout)
+    }
+
+    /// Like [`Upstream::new`], with the TLS configuration built by `load` on a blocking
+    /// thread, started now. Plain-HTTP targets are served meanwhile; a TLS target waits for
+    /// it. Building it means parsing the system trust store, a few milliseconds that need not
+    /// delay the first request.
+    pub fn with_tls_loading(
+        load: impl FnOnce() -> Option<Arc<rustls::ClientConfig>> + Send + 'static,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Upstream {
+        let slot = TlsSlot::default();
+        let ready = slot.ready.clone();
+        let done = slot.done_tx.lock().expect("tls slot poisoned").take();
+        async_std::task::spawn_blocking(move || {
+            let _ = ready.set(load().map(TlsConnector::from));
+            // Dropping the sender wakes every dial waiting for the configuration.
+            drop(done);
+        });
+        Upstream::with_slot(slot, connect_timeout, idle_timeout)
+    }
+
+    fn with_slot(tls: TlsSlot, connect_timeout: Duration, idle_timeout: Duration) -> Upstream {
         Upstream {
-            tls: tls.map(TlsConnector::from),
+            tls,
             connect_timeout,
             idle_timeout,
             own_addrs: Mutex::new(Vec::new()),
@@ -358,7 +412,7 @@ impl Upstream {
         tcp: TcpStream,
     ) -> Result<UpstreamIo, UpstreamError> {
         let name = target.to_string();
-        let Some(connector) = &self.tls else {
+        let Some(connector) = self.tls.connector().await else {
             return Err(UpstreamError::NoTls { target: name });
         };
         let server_name = server_name(&target.host).ok_or_else(|| UpstreamError::ServerName {

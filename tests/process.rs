@@ -326,3 +326,20 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(proxy.wait_exit(Duration::from_secs(2)), Some(0));
     assert!(download.join().unwrap() < 10_000);
 }
+
+#[test]
+fn an_upstream_ca_file_without_certificates_is_a_start_up_error_naming_it() {
+    let api = FakeApiServer::builder().start();
+    let dir = TempDir::new();
+    let bogus = dir.join("not-a-ca.pem");
+    std::fs::write(&bogus, "this is no certificate\n").unwrap();
+    let output = proxy_command(&api, &dir, free_port())
+        .arg(format!("--upstream-ca-file={}", bogus.display()))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not-a-ca.pem"), "{stderr}");
+}

@@ -35,7 +35,7 @@ pub use listener::{
     listener_server_config, parse_min_version, ListenerTlsConfig, MinTlsVersion,
     SUPPORTED_CIPHER_SUITES, SUPPORTED_MIN_VERSIONS,
 };
-pub use upstream::{danger, upstream_client_config, UpstreamTlsConfig};
+pub use upstream::{check_upstream_ca_files, danger, upstream_client_config, UpstreamTlsConfig};
 
 /// The only application protocol we speak over TLS, on every side: the proxy handles HTTP/1.1
 /// and nothing else, so offering `h2` would break clients that honour it.

@@ -66,6 +66,17 @@ pub fn upstream_client_config(
     build_client_config(tls, apiserver_ca, system_bundle().as_deref())
 }
 
+/// Checks the files that [`upstream_client_config`] must be able to use (the API server CA,
+/// when it exists, and every extra CA file) without loading the system bundle, which takes a
+/// few milliseconds and cannot fail in a way that stops the proxy. Lets start-up report a bad
+/// file at once and leave the full configuration to a background thread.
+pub fn check_upstream_ca_files(
+    tls: &UpstreamTls,
+    apiserver_ca: Option<&Path>,
+) -> Result<(), TlsError> {
+    build_client_config(tls, apiserver_ca, None).map(|_| ())
+}
+
 /// The system bundle to load: `SSL_CERT_FILE`, or the first existing well-known path.
 fn system_bundle() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(SSL_CERT_FILE_ENV).filter(|p| !p.is_empty()) {
