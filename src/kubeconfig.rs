@@ -407,9 +407,9 @@ mod yaml {
                 tls_server_name: tls_server_name.clone(),
                 insecure_skip_tls_verify,
                 certificate_authority_data: match &ca {
-                    Some(PemSource::Inline { pem, .. }) => Some(encode_base64(pem)),
+                    Some(PemSource::Inline { pem, .. }) => Some(crate::base64::encode(pem)),
                     Some(PemSource::File(file)) => {
-                        std::fs::read(file).ok().map(|b| encode_base64(&b))
+                        std::fs::read(file).ok().map(|b| crate::base64::encode(&b))
                     }
                     None => None,
                 },
@@ -530,7 +530,7 @@ mod yaml {
                 .string(node, place, data_key)?
                 .filter(|d| !d.is_empty())
             {
-                let pem = decode_base64(&data)
+                let pem = crate::base64::decode(&data)
                     .ok_or_else(|| self.invalid(place, data_key, "is not valid base64"))?;
                 return Ok(Some(PemSource::Inline {
                     origin: format!("kubeconfig {}, {place}, {data_key}", self.path.display()),
@@ -662,75 +662,9 @@ mod yaml {
     }
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Decodes standard base64 (padding optional, whitespace ignored), as kubeconfig `-data`
-/// fields hold. `None` on any other character or a truncated final group.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    let mut padding = 0;
-    for byte in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
-        if byte == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return None;
-        }
-        let value = BASE64.iter().position(|&c| c == byte)? as u32;
-        acc = (acc << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // Six leftover bits cannot encode a byte: the input was cut short.
-    if bits >= 6 || padding > 2 {
-        return None;
-    }
-    Some(out)
-}
-
-/// Encodes standard base64 with padding.
-pub fn encode_base64(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_and_refuses_garbage() {
-        for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar"] {
-            let encoded = encode_base64(bytes);
-            assert_eq!(decode_base64(&encoded).as_deref(), Some(bytes), "{encoded}");
-        }
-        assert_eq!(encode_base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(encode_base64(b"fo"), "Zm8=");
-        assert_eq!(decode_base64("Zm9v\n YmE=").as_deref(), Some(&b"fooba"[..]));
-        assert_eq!(decode_base64("Zm8").as_deref(), Some(&b"fo"[..]));
-        for bad in ["Z", "Zm9v!", "Zm=8", "Zm9vY", "-_8="] {
-            assert_eq!(decode_base64(bad), None, "{bad}");
-        }
-    }
 
     #[cfg(feature = "kubeconfig")]
     mod mapping {
@@ -763,7 +697,7 @@ users:
   user:
     token: 12345
 "#,
-                encode_base64(b"-----PEM-----")
+                crate::base64::encode(b"-----PEM-----")
             );
             let ctx = resolve(&text, None).unwrap();
             assert_eq!(ctx.context, "dev");

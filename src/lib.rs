@@ -5,6 +5,7 @@
 //! [`start`], which returns a handle with the bound addresses.
 
 pub mod app;
+pub mod base64;
 pub mod cli;
 pub mod config;
 pub mod exec;
