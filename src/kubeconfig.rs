@@ -664,8 +664,6 @@ mod yaml {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[cfg(feature = "kubeconfig")]
     mod mapping {
         use super::super::*;
