@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use common::apiserver::{audience_of, FakeApiServer};
 use common::tempdir::TempDir;
+use kube_audience_proxy::base64::encode as encode_base64;
 use kube_audience_proxy::cli::parse_args;
 use kube_audience_proxy::config::{ApiCredential, Config};
 use kube_audience_proxy::kube::{KubeError, TokenClient};
-use kube_audience_proxy::kubeconfig::encode_base64;
 use kube_audience_proxy::token::{IssuedToken, TokenSource};
 
 const KUBECONFIG_TOKEN: &str = "fake-kubeconfig-token-1";
