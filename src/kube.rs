@@ -50,8 +50,6 @@ pub enum KubeError {
     NoCertificatesInCaFile { path: PathBuf },
     /// Inline CA data (from a kubeconfig) is not PEM or holds no certificate.
     ParseCaData { origin: String },
-    /// A kubeconfig asks for a `tls-server-name`, which the HTTP client cannot honour.
-    UnsupportedTlsServerName { server: String, name: String },
     /// A client certificate or key (`what`) cannot be loaded from `origin` (a path, or
     /// where inline data came from).
     ClientCert {
@@ -179,11 +177,6 @@ impl fmt::Display for KubeError {
             KubeError::ParseCaData { origin } => {
                 write!(f, "{origin} holds no PEM certificate")
             }
-            KubeError::UnsupportedTlsServerName { server, name } => write!(
-                f,
-                "tls-server-name {name:?} for {server} is not supported; use a server url \
-                 whose host the certificate names"
-            ),
             KubeError::ClientCert {
                 origin,
                 what,
@@ -283,6 +276,49 @@ struct AgentFactory {
     tls: Option<TlsBase>,
     connect_timeout: Duration,
     call_timeout: Duration,
+    connect_to: Option<ConnectTo>,
+}
+
+/// Connects requests for the TLS server name to the API server's real address.
+#[derive(Debug, Clone)]
+struct ConnectTo {
+    /// The name in the request URL, lowercase.
+    name: String,
+    /// The server URL as configured; only its scheme and authority are used.
+    real: ureq::http::Uri,
+}
+
+impl ureq::unversioned::resolver::Resolver for ConnectTo {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let for_us = uri
+            .host()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&self.name));
+        let target = if for_us { &self.real } else { uri };
+        ureq::unversioned::resolver::DefaultResolver::default().resolve(target, config, timeout)
+    }
+}
+
+/// `server` with its host replaced by `name` (the port kept, or made explicit), and the
+/// original as a URI for the resolver.
+fn with_server_name(server: &str, name: &str) -> Result<(String, ureq::http::Uri), KubeError> {
+    let bad = || KubeError::ParseApiServerUrl {
+        server: server.to_string(),
+    };
+    let real: ureq::http::Uri = server.parse().map_err(|_| bad())?;
+    let authority = real.authority().ok_or_else(bad)?;
+    let port = authority.port_u16().unwrap_or(443);
+    let path = real.path().trim_end_matches('/');
+    let host = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name.to_string()
+    };
+    Ok((format!("https://{host}:{port}{path}"), real))
 }
 
 /// TLS settings towards an `https://` API server.
@@ -341,7 +377,14 @@ impl AgentFactory {
             };
             config = config.tls_config(builder.build());
         }
-        config.build().new_agent()
+        match &self.connect_to {
+            None => config.build().new_agent(),
+            Some(connect_to) => ureq::Agent::with_parts(
+                config.build(),
+                ureq::unversioned::transport::DefaultConnector::new(),
+                connect_to.clone(),
+            ),
+        }
     }
 }
 
@@ -350,12 +393,13 @@ impl TokenClient {
     /// against it only) and the client certificate, if any, and sets the timeouts. Token
     /// files are read, and exec plugins run, on first use.
     ///
-    /// Fails when the server URL has another scheme, an `https://` server has no CA while
-    /// verification is on, the CA holds no certificate, a client certificate or key cannot
-    /// be loaded, or a TLS server name is asked for (see the limitation below).
+    /// With a TLS server name (kubeconfig `tls-server-name`), the request URL names that
+    /// host, so that SNI and certificate verification use it, and a resolver sends the
+    /// connection to the server's real address (as `curl --connect-to` does).
     ///
-    /// Limitation: a kubeconfig's `tls-server-name` cannot be honoured by the HTTP client and
-    /// is refused here rather than ignored.
+    /// Fails when the server URL has another scheme, an `https://` server has no CA while
+    /// verification is on, the CA holds no certificate, or a client certificate or key
+    /// cannot be loaded.
     pub fn new(
         api: &ApiSettings,
         expiration_seconds: u32,
@@ -381,12 +425,6 @@ impl TokenClient {
             );
             Some(TlsBase { roots: None })
         } else {
-            if let Some(name) = &api.tls_server_name {
-                return Err(KubeError::UnsupportedTlsServerName {
-                    server: server.to_string(),
-                    name: name.clone(),
-                });
-            }
             let Some(ca) = &api.ca else {
                 return Err(KubeError::MissingCaFile {
                     server: server.to_string(),
@@ -396,10 +434,24 @@ impl TokenClient {
                 roots: Some(Arc::new(read_ca(ca)?)),
             })
         };
+        let (url_base, connect_to) = match (&api.tls_server_name, is_https) {
+            (Some(name), true) => {
+                let (renamed, real) = with_server_name(server, name)?;
+                (
+                    renamed,
+                    Some(ConnectTo {
+                        name: name.to_ascii_lowercase(),
+                        real,
+                    }),
+                )
+            }
+            _ => (server.to_string(), None),
+        };
         let agents = AgentFactory {
             tls,
             connect_timeout,
             call_timeout,
+            connect_to,
         };
         let client_cert = match (&api.client_cert, is_https) {
             (Some(source), true) => Some(load_client_cert(&source.cert, &source.key)?),
@@ -409,7 +461,7 @@ impl TokenClient {
         Ok(TokenClient {
             agent: agents.agent(client_cert),
             agents,
-            url: token_request_url(server, &api.namespace, &api.service_account),
+            url: token_request_url(&url_base, &api.namespace, &api.service_account),
             credential: api.credential.clone(),
             expiration_seconds,
             bound_pod: None,
@@ -886,6 +938,18 @@ fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_server_name_replaces_the_host_and_keeps_port_and_path() {
+        let (url, real) =
+            with_server_name("https://10.0.0.1:6443/prefix/", "kube.internal").unwrap();
+        assert_eq!(url, "https://kube.internal:6443/prefix");
+        assert_eq!(real.host(), Some("10.0.0.1"));
+        let (url, _) = with_server_name("https://[fd00::1]", "api").unwrap();
+        assert_eq!(url, "https://api:443");
+        let (url, _) = with_server_name("https://h:1", "fd00::2").unwrap();
+        assert_eq!(url, "https://[fd00::2]:1");
+    }
     use std::error::Error as _;
     use std::time::UNIX_EPOCH;
 

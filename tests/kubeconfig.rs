@@ -562,3 +562,33 @@ fn broken_kubeconfigs_name_the_file_the_context_and_the_missing_piece() {
         "{err}"
     );
 }
+
+#[test]
+fn tls_server_name_is_what_the_certificate_is_checked_against() {
+    let server = FakeApiServer::builder().start();
+    server.accept_bearer(KUBECONFIG_TOKEN);
+    let dir = TempDir::new();
+    let ca_data = encode_base64(server.ca_pem().as_bytes());
+    let client_for = |name: &str| {
+        let path = dir.join(&format!("config-{name}"));
+        let cluster =
+            format!("    certificate-authority-data: {ca_data}\n    tls-server-name: {name}");
+        let user = format!("    token: {KUBECONFIG_TOKEN}");
+        std::fs::write(
+            &path,
+            one_context(&server.url(), &cluster, &user, "monitoring"),
+        )
+        .unwrap();
+        client(&config(&[kubeconfig_flag(&path)], &[]).expect("config"))
+    };
+
+    // The certificate names localhost: that name works, connecting to the server's address.
+    let issued = request(&client_for("localhost"), "named").expect("token");
+    assert_eq!(audience_of(issued.token.expose()), Some("named"));
+
+    // The server's own address is in the certificate too, so a failure here can only come
+    // from verifying against the configured name.
+    let err = request(&client_for("not-in-the-cert.example"), "named").unwrap_err();
+    assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
+    assert_eq!(server.calls_for("named"), 1);
+}
