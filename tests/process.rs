@@ -343,3 +343,53 @@ fn an_upstream_ca_file_without_certificates_is_a_start_up_error_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not-a-ca.pem"), "{stderr}");
 }
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Streams a body much larger than any buffer the proxy has: its peak memory must not move
+/// by more than a small fraction of the body, so nothing buffered the body whole.
+#[test]
+fn a_large_download_does_not_grow_the_proxys_memory() {
+    const SIZE: u64 = 128 * 1024 * 1024;
+    let api = FakeApiServer::builder().start();
+    let dir = TempDir::new();
+    let target = common::block_on(common::target::HttpTarget::start());
+    let proxy = ProxyProcess::start(&api, &dir, &[]);
+    let warm_up = request_through(proxy.addr, &target.url("/warm-up"), "");
+    assert!(warm_up.starts_with("HTTP/1.1 200"), "{warm_up}");
+    let before = peak_rss_kib(proxy.child.id());
+
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let url = target.url(&format!("/bytes/{SIZE}?kubernetes-audience=big"));
+    write!(
+        stream,
+        "GET {url} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(e) => panic!("download failed after {received} bytes: {e}"),
+        }
+    }
+
+    assert!(received > SIZE, "only {received} bytes arrived");
+    let growth_kib = peak_rss_kib(proxy.child.id()).saturating_sub(before);
+    assert!(
+        growth_kib < 8 * 1024,
+        "peak memory grew by {growth_kib} KiB"
+    );
+}
