@@ -265,32 +265,66 @@ fn proxy_credentials_are_required_for_plain_and_connect_requests() {
 fn tokens_are_bound_to_the_pod_exactly_when_both_values_are_set() {
     common::block_on(with_timeout(async {
         let api = FakeApiServer::builder().start();
+        api.add_pod("prom-0", "0000-fake-uid");
         let target = HttpTarget::start().await;
+        let pod = |name: &str, uid: &str| BoundPod {
+            name: name.into(),
+            uid: uid.into(),
+        };
 
-        let bound = start_proxy(&api, |c| {
-            c.serving.bound_pod = Some(BoundPod {
-                name: "prom-0".into(),
-                uid: "0000-fake-uid".into(),
-            });
-        })
+        let bound = Box::pin(start_proxy(&api, |c| {
+            c.serving.bound_pod = Some(pod("prom-0", "0000-fake-uid"))
+        }))
         .await;
-        let agent = bound.agent();
-        let url = target.url("/?kubernetes-audience=bound");
-        common::blocking(move || agent.get(&url).call().unwrap()).await;
+        let unbound = Box::pin(start_proxy(&api, |_| {})).await;
+        let stale = Box::pin(start_proxy(&api, |c| {
+            c.serving.bound_pod = Some(pod("prom-0", "1111-old-uid"))
+        }))
+        .await;
+        let gone = Box::pin(start_proxy(&api, |c| {
+            c.serving.bound_pod = Some(pod("prom-9", "2222"))
+        }))
+        .await;
+        let get = |proxy: &TestProxy, audience: &str| {
+            let agent = proxy.agent();
+            let url = target.url(&format!("/?kubernetes-audience={audience}"));
+            common::blocking(move || {
+                let mut resp = agent.get(&url).call().unwrap();
+                (
+                    resp.status().as_u16(),
+                    resp.body_mut().read_to_string().unwrap(),
+                )
+            })
+        };
 
-        let unbound = start_proxy(&api, |_| {}).await;
-        let agent = unbound.agent();
-        let url = target.url("/?kubernetes-audience=unbound");
-        common::blocking(move || agent.get(&url).call().unwrap()).await;
+        assert_eq!(get(&bound, "bound").await.0, 200);
+        assert_eq!(get(&unbound, "unbound").await.0, 200);
+        // A wrong pod: the API's answer reaches the client, and nothing reaches the target.
+        let (status, body) = get(&stale, "stale").await;
+        assert_eq!(status, 502);
+        assert!(
+            body.contains("409 Conflict") && body.contains("1111-old-uid"),
+            "{body}"
+        );
+        let (status, body) = get(&gone, "gone").await;
+        assert_eq!(status, 502);
+        assert!(
+            body.contains("404 NotFound") && body.contains("prom-9"),
+            "{body}"
+        );
+        assert_eq!(target.seen().len(), 2);
 
-        // One TokenRequest each: the first carries the pod, the second none.
+        // Exactly the bound proxies asked for a bound token.
         let refs = api.bound_object_refs();
-        assert_eq!(refs.len(), 2, "{refs:?}");
-        assert!(refs[1].is_null(), "{refs:?}");
-        assert_eq!(refs[0]["kind"], "Pod");
-        assert_eq!(refs[0]["apiVersion"], "v1");
-        assert_eq!(refs[0]["name"], "prom-0");
-        assert_eq!(refs[0]["uid"], "0000-fake-uid");
+        assert_eq!(refs.len(), 4, "{refs:?}");
+        assert_eq!(refs.iter().filter(|r| r.is_null()).count(), 1, "{refs:?}");
+        let first = refs
+            .iter()
+            .find(|r| r["uid"] == "0000-fake-uid")
+            .expect("bound request");
+        assert_eq!(first["kind"], "Pod");
+        assert_eq!(first["apiVersion"], "v1");
+        assert_eq!(first["name"], "prom-0");
     }));
 }
 

@@ -161,6 +161,7 @@ impl Builder {
             connections: Mutex::new(Vec::new()),
             extra_bearers: Mutex::new(Vec::new()),
             client_cert_calls: AtomicUsize::new(0),
+            pods: Mutex::new(HashMap::new()),
         });
         let listener =
             async_std::task::block_on(TcpListener::bind(self.listen)).expect("bind fake api");
@@ -250,6 +251,8 @@ struct State {
     connections: Mutex<Vec<JoinHandle<()>>>,
     extra_bearers: Mutex<Vec<String>>,
     client_cert_calls: AtomicUsize,
+    /// Pods that exist, name to uid, for checking `spec.boundObjectRef`.
+    pods: Mutex<HashMap<String, String>>,
 }
 
 impl FakeApiServer {
@@ -276,6 +279,15 @@ impl FakeApiServer {
     }
 
     /// Accepts `token` as a bearer token too, besides the mounted one.
+    /// Makes a pod exist, so that tokens may be bound to it.
+    pub fn add_pod(&self, name: &str, uid: &str) {
+        self.state
+            .pods
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), uid.to_string());
+    }
+
     pub fn accept_bearer(&self, token: &str) {
         self.state
             .extra_bearers
@@ -560,6 +572,29 @@ impl State {
                 &sa,
                 &format!("spec.expirationSeconds: Invalid value: {requested}: may not specify a duration less than 10 minutes"),
             );
+        }
+
+        // As the real API server: the bound pod must exist and have that uid.
+        let bound = &request["spec"]["boundObjectRef"];
+        if !bound.is_null() {
+            let name = bound["name"].as_str().unwrap_or_default();
+            let uid = bound["uid"].as_str().unwrap_or_default();
+            if bound["kind"] != "Pod" || bound["apiVersion"] != "v1" {
+                return status_response(400, "BadRequest", "cannot bind token to object of type");
+            }
+            match self.pods.lock().unwrap().get(name) {
+                None => {
+                    return status_response(404, "NotFound", &format!("pods \"{name}\" not found"))
+                }
+                Some(real) if real != uid => {
+                    return status_response(
+                        409,
+                        "Conflict",
+                        &format!("Operation cannot be fulfilled on pods \"{name}\": the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
+                    )
+                }
+                Some(_) => {}
+            }
         }
 
         let lifetime = self
