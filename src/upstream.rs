@@ -345,6 +345,27 @@ impl Upstream {
         }
     }
 
+    /// Closes the idle connections that have outlived the idle timeout, so that neither the
+    /// proxy nor the target holds their sockets longer than that. Called periodically.
+    pub fn close_expired(&self) -> usize {
+        let mut idle = self.idle.lock().expect("idle pool poisoned");
+        let now = Instant::now();
+        let mut closed = 0;
+        idle.retain(|_, list| {
+            let before = list.len();
+            list.retain(|c| now.duration_since(c.since) < self.idle_timeout);
+            closed += before - list.len();
+            !list.is_empty()
+        });
+        closed
+    }
+
+    /// How often [`Upstream::close_expired`] should run: a fraction of the idle timeout, so
+    /// that a connection lives at most about 1.25 times the timeout.
+    pub fn reap_interval(&self) -> Duration {
+        (self.idle_timeout / 4).max(Duration::from_millis(250))
+    }
+
     /// Number of idle connections held, for metrics and tests.
     pub fn idle_count(&self) -> usize {
         self.idle
