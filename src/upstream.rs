@@ -504,6 +504,26 @@ mod tests {
     }
 
     #[test]
+    fn expired_idle_connections_are_closed_and_fresh_ones_kept() {
+        async_std::task::block_on(async {
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let idle = Duration::from_millis(200);
+            let up = Upstream::new(None, Duration::from_secs(1), idle);
+            let target = Target::new(false, "127.0.0.1", addr.port());
+
+            let old = up.connect(&target).await.unwrap();
+            up.release(old);
+            assert_eq!(up.close_expired(), 0, "a fresh connection was closed");
+            async_std::task::sleep(idle + Duration::from_millis(50)).await;
+            assert_eq!(up.idle_count(), 1);
+            assert_eq!(up.close_expired(), 1);
+            assert_eq!(up.idle_count(), 0);
+            assert!(up.reap_interval() <= idle / 2);
+        });
+    }
+
+    #[test]
     fn requests_to_our_own_listener_are_loops() {
         let up = Upstream::new(None, Duration::from_secs(1), Duration::from_secs(1));
         up.add_own_addr("127.0.0.1:8080".parse().unwrap());
