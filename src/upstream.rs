@@ -519,7 +519,8 @@ mod tests {
             assert_eq!(up.idle_count(), 1);
             assert_eq!(up.close_expired(), 1);
             assert_eq!(up.idle_count(), 0);
-            assert!(up.reap_interval() <= idle / 2);
+            let long = Upstream::new(None, Duration::from_secs(1), Duration::from_secs(8));
+            assert_eq!(long.reap_interval(), Duration::from_secs(2));
         });
     }
 
