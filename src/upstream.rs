@@ -506,7 +506,9 @@ mod tests {
     #[test]
     fn expired_idle_connections_are_closed_and_fresh_ones_kept() {
         async_std::task::block_on(async {
-            let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap();
             let addr = listener.local_addr().unwrap();
             let idle = Duration::from_millis(200);
             let up = Upstream::new(None, Duration::from_secs(1), idle);
