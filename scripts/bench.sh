@@ -25,41 +25,9 @@ cargo build --quiet --release --bin kube-audience-proxy --example stand_in_apise
   --example stand_in_target --example bench_client
 bin=target/release
 client=$bin/examples/bench_client
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() {
-  local file=$1 prefix=$2
-  for _ in $(seq 150); do
-    if line=$(grep -m1 -E "$prefix" "$file" 2>/dev/null); then
-      echo "$line" | sed -E "s/.*$prefix//"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "bench: timed out waiting for '$prefix' in $file" >&2
-  cat "$file" >&2
-  return 1
-}
-
-free_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "bench: no free port" >&2
-  return 1
-}
+SCRIPT=bench
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
 
 "$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" \
   --namespace bench --service-account prometheus >"$work/api.out" 2>&1 &

@@ -12,46 +12,26 @@ done
 echo "building (debug) ..."
 cargo build --quiet --bin kube-audience-proxy --example stand_in_apiserver --example stand_in_target
 bin=target/debug
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Waits until FILE has a line starting with PREFIX and prints the rest of that line.
-wait_for() {
-  local file=$1 prefix=$2
-  for _ in $(seq 100); do
-    if line=$(grep -m1 "^$prefix" "$file" 2>/dev/null); then
-      echo "${line#"$prefix"}"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "demo: timed out waiting for '$prefix' in $file" >&2
-  cat "$file" >&2
-  return 1
-}
+SCRIPT=demo
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
 
 "$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" \
   --namespace demo --service-account prometheus >"$work/api.out" 2>&1 &
 pids+=($!)
-api_url=$(wait_for "$work/api.out" "url=")
+api_url=$(wait_for "$work/api.out" "^url=")
 
 "$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 200 >"$work/http.out" 2>&1 &
 pids+=($!)
-http_target=$(wait_for "$work/http.out" "listening ")
+http_target=$(wait_for "$work/http.out" "^listening ")
 
 mkdir -p "$work/tls"
 "$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 200 \
   --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
 pids+=($!)
-https_port=$(wait_for "$work/https.out" "listening " | sed 's/.*://')
+https_port=$(wait_for "$work/https.out" "^listening " | sed 's/.*://')
 
-proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
+proxy_port=$(free_port)
 "$bin/kube-audience-proxy" \
   --insecure-listen-address="127.0.0.1:$proxy_port" \
   --apiserver="$api_url" \
@@ -63,7 +43,7 @@ proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
   --upstream-ca-file="$work/tls/target-ca.crt" \
   --log-level=debug >"$work/proxy.log" 2>&1 &
 pids+=($!)
-wait_for "$work/proxy.log" ".*msg=\"listening\"" >/dev/null
+wait_for "$work/proxy.log" 'msg="listening"' >/dev/null
 
 echo
 echo "== plain HTTP: curl --proxy http://127.0.0.1:$proxy_port http://$http_target/metrics?kubernetes-audience=demo-http"

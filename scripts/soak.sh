@@ -25,31 +25,12 @@ cargo build --quiet --release --bin kube-audience-proxy --example stand_in_apise
   --example stand_in_target --example bench_client
 bin=target/release
 client=$bin/examples/bench_client
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+SCRIPT=soak
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
 failed=0
 check() { # $1 = condition (0/1), $2 = message
   if [[ $1 == 1 ]]; then echo "soak: ok     $2"; else echo "soak: FAILED $2"; failed=1; fi
-}
-
-wait_for() {
-  local file=$1 prefix=$2
-  for _ in $(seq 150); do
-    if line=$(grep -m1 -E "$prefix" "$file" 2>/dev/null); then
-      echo "$line" | sed -E "s/.*$prefix//"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "soak: timed out waiting for '$prefix' in $file" >&2
-  cat "$file" >&2
-  return 1
 }
 
 "$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" --namespace soak \
