@@ -85,6 +85,7 @@ fn issues_a_token_for_the_audience() {
 #[test]
 fn binds_tokens_to_the_pod_when_asked() {
     let server = FakeApiServer::builder().start();
+    server.add_pod("web-0", "0000-fake-uid");
     let client = std::sync::Arc::new(client(&server).with_bound_pod("web-0", "0000-fake-uid"));
     request(&client, "a").unwrap();
     assert_eq!(
