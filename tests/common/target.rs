@@ -63,7 +63,7 @@ impl HttpTarget {
                     async_std::task::spawn(async move {
                         let _ = async_h1::accept(stream, move |req| {
                             let seen = seen.clone();
-                            async move { Ok(answer(req, seen).await) }
+                            async move { Ok(answer(req, &seen).await) }
                         })
                         .await;
                     });
@@ -109,7 +109,9 @@ impl Drop for HttpTarget {
     }
 }
 
-async fn answer(mut req: Request, seen: Arc<Mutex<Vec<Seen>>>) -> Response {
+/// Records `req` in `seen` and answers it by the routes of [`HttpTarget`]; the TLS target
+/// serves the same routes.
+pub async fn answer(mut req: Request, seen: &Mutex<Vec<Seen>>) -> Response {
     let url = req.url().clone();
     let target = match url.query() {
         Some(q) => format!("{}?{}", url.path(), q),

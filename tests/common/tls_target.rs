@@ -14,7 +14,6 @@ use std::time::Duration;
 use async_std::io::{Read as AsyncRead, ReadExt, Write as AsyncWrite, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 use futures_rustls::{TlsAcceptor, TlsConnector};
-use http_types::{Request, Response, StatusCode};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
@@ -22,8 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 
-use super::apiserver::audience_of;
-use super::target::Seen;
+use super::target::{answer, Seen};
 use super::tempdir::TempDir;
 
 /// The *ring* provider, passed explicitly as the crate does.
@@ -224,40 +222,6 @@ impl Drop for TlsTarget {
             async_std::task::block_on(task.cancel());
         }
     }
-}
-
-async fn answer(mut req: Request, seen: &Mutex<Vec<Seen>>) -> Response {
-    let url = req.url().clone();
-    let target = match url.query() {
-        Some(q) => format!("{}?{}", url.path(), q),
-        None => url.path().to_string(),
-    };
-    let header = |name: &str| req.header(name).map(|v| v.as_str().to_string());
-    let authorization = header("authorization");
-    let token_audience = authorization
-        .as_deref()
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .and_then(audience_of)
-        .map(str::to_string);
-    let host = header("host");
-    let header_names = req
-        .header_names()
-        .map(|n| n.as_str().to_lowercase())
-        .collect();
-    let body = req.body_bytes().await.unwrap_or_default();
-    seen.lock().unwrap().push(Seen {
-        method: req.method().to_string(),
-        target,
-        host,
-        authorization,
-        token_audience,
-        body_len: body.len() as u64,
-        body_checksum: 0,
-        header_names,
-    });
-    let mut res = Response::new(StatusCode::Ok);
-    res.set_body("ok");
-    res
 }
 
 /// A `Clone` handle on one stream, for async-h1. Each poll holds the lock only for its own
