@@ -455,7 +455,7 @@ impl FakeApiServer {
                     };
                     // The verifier only lets through certificates the client CA signed.
                     let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                    let stream = SharedStream(Arc::new(Mutex::new(tls)));
+                    let stream = SharedStream::new(tls);
                     let _ = async_h1::accept(stream, |req| {
                         let state = state2.clone();
                         async move { Ok(state.handle(req, client_cert).await) }
@@ -739,7 +739,13 @@ fn generate_pki(ca_name: &str) -> Pki {
 /// Gives async-h1 the `Clone` stream it wants over one TLS stream. Each poll takes the lock
 /// only for its own duration, so a reader and a writer never block each other for long.
 #[derive(Clone)]
-struct SharedStream(Arc<Mutex<futures_rustls::server::TlsStream<TcpStream>>>);
+pub struct SharedStream(Arc<Mutex<futures_rustls::server::TlsStream<TcpStream>>>);
+
+impl SharedStream {
+    pub fn new(stream: futures_rustls::server::TlsStream<TcpStream>) -> SharedStream {
+        SharedStream(Arc::new(Mutex::new(stream)))
+    }
+}
 
 impl async_std::io::Read for SharedStream {
     fn poll_read(

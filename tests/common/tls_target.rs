@@ -5,10 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_std::io::{Read as AsyncRead, ReadExt, Write as AsyncWrite, WriteExt};
@@ -21,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 
+use super::apiserver::SharedStream;
 use super::target::{answer, Seen};
 use super::tempdir::TempDir;
 
@@ -149,7 +148,7 @@ impl TlsTarget {
                         let Ok(Ok(tls)) = handshake.await else {
                             return;
                         };
-                        let stream = Shared(Arc::new(Mutex::new(tls)));
+                        let stream = SharedStream::new(tls);
                         let _ = async_h1::accept(stream, move |req| {
                             let seen = seen.clone();
                             async move { Ok(answer(req, &seen).await) }
@@ -221,44 +220,6 @@ impl Drop for TlsTarget {
         if let Some(task) = self.task.take() {
             async_std::task::block_on(task.cancel());
         }
-    }
-}
-
-/// A `Clone` handle on one stream, for async-h1. Each poll holds the lock only for its own
-/// duration, so the reading and the writing half never wait on each other for long.
-struct Shared<S>(Arc<Mutex<S>>);
-
-impl<S> Clone for Shared<S> {
-    fn clone(&self) -> Self {
-        Shared(self.0.clone())
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Shared<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.lock().unwrap()).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Shared<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.lock().unwrap()).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.lock().unwrap()).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.lock().unwrap()).poll_close(cx)
     }
 }
 
