@@ -29,19 +29,7 @@ SCRIPT=bench
 # shellcheck source=scripts/common.sh
 . scripts/common.sh
 
-"$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" \
-  --namespace bench --service-account prometheus >"$work/api.out" 2>&1 &
-pids+=($!)
-api_url=$(wait_for "$work/api.out" "^url=")
-
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 10240 >"$work/http.out" 2>&1 &
-pids+=($!)
-http_target=$(wait_for "$work/http.out" "^listening ")
-mkdir -p "$work/tls"
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 10240 \
-  --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
-pids+=($!)
-https_target="localhost:$(wait_for "$work/https.out" "^listening " | sed 's/.*://')"
+start_stand_ins 10240 --namespace bench --service-account prometheus
 
 proxy_args=(
   --apiserver="$api_url" --apiserver-ca-file="$work/api/ca.crt"

@@ -40,3 +40,28 @@ free_port() {
   echo "$SCRIPT: no free loopback port found" >&2
   return 1
 }
+
+# Starts the stand-in API server (ARGS... go to it: namespace, service account, token
+# lifetime) and two stand-in targets with BODY_BYTES bodies, one HTTP and one HTTPS, from
+# $bin. Sets api_url (its files are under $work/api), http_target (ADDR), https_port and
+# https_target (localhost:PORT, certificate signed by $work/tls/target-ca.crt).
+start_stand_ins() { # BODY_BYTES ARGS...
+  local body_bytes=$1
+  shift
+  "$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" "$@" \
+    >"$work/api.out" 2>&1 &
+  pids+=($!)
+  api_url=$(wait_for "$work/api.out" "^url=")
+
+  "$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes "$body_bytes" \
+    >"$work/http.out" 2>&1 &
+  pids+=($!)
+  http_target=$(wait_for "$work/http.out" "^listening ")
+
+  mkdir -p "$work/tls"
+  "$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes "$body_bytes" \
+    --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
+  pids+=($!)
+  https_port=$(wait_for "$work/https.out" "^listening " | sed 's/.*://')
+  https_target="localhost:$https_port"
+}

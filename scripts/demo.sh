@@ -16,20 +16,7 @@ SCRIPT=demo
 # shellcheck source=scripts/common.sh
 . scripts/common.sh
 
-"$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" \
-  --namespace demo --service-account prometheus >"$work/api.out" 2>&1 &
-pids+=($!)
-api_url=$(wait_for "$work/api.out" "^url=")
-
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 200 >"$work/http.out" 2>&1 &
-pids+=($!)
-http_target=$(wait_for "$work/http.out" "^listening ")
-
-mkdir -p "$work/tls"
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 200 \
-  --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
-pids+=($!)
-https_port=$(wait_for "$work/https.out" "^listening " | sed 's/.*://')
+start_stand_ins 200 --namespace demo --service-account prometheus
 
 proxy_port=$(free_port)
 "$bin/kube-audience-proxy" \

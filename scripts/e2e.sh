@@ -25,21 +25,7 @@ SCRIPT=e2e
 # shellcheck source=scripts/common.sh
 . scripts/common.sh
 
-"$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" \
-  --namespace e2e --service-account prometheus >"$work/api.out" 2>&1 &
-pids+=($!)
-api_url=$(wait_for "$work/api.out" "^url=")
-
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 2000 >"$work/http.out" 2>&1 &
-pids+=($!)
-http_target=$(wait_for "$work/http.out" "^listening ")
-
-mkdir -p "$work/tls"
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 2000 \
-  --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
-pids+=($!)
-https_port=$(wait_for "$work/https.out" "^listening " | sed 's/.*://')
-https_target="localhost:$https_port"
+start_stand_ins 2000 --namespace e2e --service-account prometheus
 
 "$bin/kube-audience-proxy" \
   --insecure-listen-address=127.0.0.1:0 \

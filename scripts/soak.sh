@@ -33,18 +33,8 @@ check() { # $1 = condition (0/1), $2 = message
   if [[ $1 == 1 ]]; then echo "soak: ok     $2"; else echo "soak: FAILED $2"; failed=1; fi
 }
 
-"$bin/examples/stand_in_apiserver" --listen 127.0.0.1:0 --dir "$work/api" --namespace soak \
-  --service-account prometheus --token-lifetime-seconds "$TOKEN_SECONDS" >"$work/api.out" 2>&1 &
-pids+=($!)
-api_url=$(wait_for "$work/api.out" "^url=")
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 10240 >"$work/http.out" 2>&1 &
-pids+=($!)
-http_target=$(wait_for "$work/http.out" "^listening ")
-mkdir -p "$work/tls"
-"$bin/examples/stand_in_target" --listen 127.0.0.1:0 --body-bytes 10240 \
-  --tls-cert-dir "$work/tls" >"$work/https.out" 2>&1 &
-pids+=($!)
-https_target="localhost:$(wait_for "$work/https.out" "^listening " | sed 's/.*://')"
+start_stand_ins 10240 --namespace soak --service-account prometheus \
+  --token-lifetime-seconds "$TOKEN_SECONDS"
 
 "$bin/kube-audience-proxy" --insecure-listen-address=127.0.0.1:0 \
   --apiserver="$api_url" --apiserver-ca-file="$work/api/ca.crt" \
